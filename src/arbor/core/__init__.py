@@ -1,0 +1,4 @@
+"""The bottom layer: settings, errors, logging, metrics, tracing, ids and time.
+
+``core`` imports nothing else from arbor.
+"""

@@ -1,0 +1,1 @@
+"""The service layer: command line now; the HTTP server and dashboard come later."""

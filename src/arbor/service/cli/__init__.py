@@ -1,0 +1,1 @@
+"""``arbor`` command line: one module per command group."""

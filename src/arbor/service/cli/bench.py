@@ -1,0 +1,44 @@
+"""``arbor bench NAME --out FILE``: run a benchmark from the repository's ``benchmarks/``.
+
+Benchmarks compare Arbor with its peers side by side in one process run and need the peers
+installed (the ``bench`` dependency group); they live outside the package on purpose.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import typer
+
+from arbor.service.cli._common import EXIT_USAGE, fail
+
+__all__ = ["bench_app"]
+
+bench_app = typer.Typer(help="Benchmarks against peers (writes JSON).", no_args_is_help=True)
+
+
+def _benchmarks_dir() -> Path:
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[4] / "benchmarks"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    fail("benchmarks/ not found: run `arbor bench` from an Arbor checkout", EXIT_USAGE)
+
+
+def _run(name: str, args: list[str]) -> None:
+    script = _benchmarks_dir() / f"bench_{name}.py"
+    if not script.is_file():
+        fail(f"no benchmark named {name!r} ({script} is missing)", EXIT_USAGE)
+    sys.argv = [str(script), *args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+@bench_app.command("llm")
+def bench_llm(
+    out: Path = typer.Option(..., "--out", help="Where to write the JSON results."),
+    quick: bool = typer.Option(False, "--quick", help="Few iterations (a smoke run)."),
+) -> None:
+    """Arbor's LLM client vs the openai SDK, LiteLLM and LangChain against the mock."""
+    _run("llm", ["--out", str(out), *(["--quick"] if quick else [])])

@@ -1,0 +1,28 @@
+"""The ``arbor`` command: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from arbor.service.cli.bench import bench_app
+from arbor.service.cli.chat import chat
+from arbor.service.cli.doctor import doctor
+from arbor.service.cli.mock import mock_upstream
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="arbor",
+    help="Arbor: run teams of LLM agents in production.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("doctor")(doctor)
+app.command("chat")(chat)
+app.command("mock-upstream")(mock_upstream)
+app.add_typer(bench_app, name="bench")
+
+
+def main() -> None:
+    app()
