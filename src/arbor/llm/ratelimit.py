@@ -1,0 +1,287 @@
+"""Requests-per-minute and tokens-per-minute limits, per caller-built key.
+
+The in-process limiter keeps a *sliding log*: every admitted request of the last 60 s, with
+the tokens it holds. A request is admitted at time ``t`` only if fewer than ``rpm`` logged
+requests and at most ``tpm - tokens`` logged tokens are younger than 60 s. Why this and not
+a token bucket: a bucket that starts full (``rpm``) and refills at ``rpm/60`` per second
+admits up to ``2·rpm`` in the first minute; shrinking the burst to make that impossible
+wastes throughput. The log is exact — proof: take any 60 s window and the last request
+admitted in it; every earlier request in the window was younger than 60 s at that moment,
+so it was counted, so the window holds at most ``rpm`` requests and ``tpm`` tokens. Memory
+is one entry per request admitted in the last minute (at most ``rpm``).
+
+Tokens are reserved up front (prompt + ``max_tokens``) and trued up by
+:meth:`RateLimiter.reconcile`, which changes the entry in place: unused tokens come back at
+once, extra ones are charged to the request's admission time. (Extra tokens cannot be
+refused after the fact, so the guarantee holds for reservations that cover their calls.)
+
+After an upstream 429, :meth:`RateLimiter.penalize` blocks the key until ``retry_after``
+and cuts its effective limits multiplicatively; each successful reconcile (``actual_tokens
+> 0``) adds a fixed share of the limit back — AIMD, as TCP does, so a fleet of clients
+converges on what the upstream really allows.
+
+Waiters are served first-come first-served per key: a large request at the head is never
+starved by small ones behind it. Only the head polls the clock; the others wait on a future
+and are handed the head position in order. A cancelled waiter leaves the queue and takes
+nothing, because admission happens synchronously after its last ``await``.
+
+Every method is ``async`` so a Redis backend (a Lua script over the same log) drops in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import ABC, abstractmethod
+from collections import deque
+
+from arbor.core.clock import Clock
+from arbor.core.config import ModelLimits
+from arbor.core.errors import ArborError
+
+__all__ = [
+    "InMemoryRateLimiter",
+    "RateLimiter",
+    "Reservation",
+    "TokenLimitError",
+]
+
+#: The window the per-minute limits apply to.
+WINDOW = 60.0
+#: Shortest sleep: keeps a waiter from spinning on float rounding at the window edge.
+_MIN_SLEEP = 1e-6
+
+
+class TokenLimitError(ArborError):
+    """One request needs more tokens than the key's whole per-minute budget: it could never
+    be admitted, so it fails now instead of waiting forever."""
+
+    kind = "token_limit"
+
+    def __init__(self, message: str, *, key: str, tokens: int, tpm: int) -> None:
+        super().__init__(message)
+        self.key = key
+        self.tokens = tokens
+        self.tpm = tpm
+
+
+class Reservation:
+    """A request slot and ``tokens`` held under ``key`` since ``admitted_at`` (monotonic).
+
+    Hand it back to :meth:`RateLimiter.reconcile` exactly once; later calls are ignored.
+    """
+
+    __slots__ = ("_in_log", "_settled", "admitted_at", "key", "tokens")
+
+    def __init__(self, key: str, tokens: int, admitted_at: float) -> None:
+        self.key = key
+        self.tokens = tokens
+        self.admitted_at = admitted_at
+        self._in_log = False  # counted in its key's sliding window right now
+        self._settled = False
+
+    def __repr__(self) -> str:
+        return f"Reservation(key={self.key!r}, tokens={self.tokens}, at={self.admitted_at})"
+
+
+class RateLimiter(ABC):
+    """Admission under requests/min and tokens/min limits, per key."""
+
+    @abstractmethod
+    async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
+        """Wait until one more request holding ``tokens`` fits ``limits`` under ``key``.
+
+        Raises :class:`TokenLimitError` at once if ``tokens`` exceeds ``limits.tpm``.
+        """
+
+    @abstractmethod
+    async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
+        """Replace the reserved tokens with what the call really used (0 if it failed)."""
+
+    @abstractmethod
+    async def penalize(self, key: str, retry_after: float | None) -> None:
+        """The upstream answered 429: hold the key for ``retry_after`` and slow it down."""
+
+
+class _KeyState:
+    __slots__ = ("blocked_until", "factor", "last_cut", "log", "pending", "tokens", "waiters")
+
+    def __init__(self) -> None:
+        self.log: deque[Reservation] = deque()  # admitted in the last WINDOW, oldest first
+        self.tokens = 0  # sum of tokens in the log
+        self.pending = 0  # logged reservations not reconciled yet
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.blocked_until = -math.inf
+        self.factor = 1.0  # AIMD share of the configured limits in force
+        self.last_cut = -math.inf
+
+    def expire(self, now: float) -> None:
+        log = self.log
+        while log and now - log[0].admitted_at >= WINDOW:
+            old = log.popleft()
+            old._in_log = False
+            self.tokens -= old.tokens
+            if not old._settled:
+                self.pending -= 1
+
+    def wait_time(self, now: float, rpm: int | None, tpm: int | None, tokens: int) -> float:
+        """Seconds until a request of ``tokens`` fits (0.0: it fits now)."""
+        self.expire(now)
+        wait = self.blocked_until - now
+        log = self.log
+        if rpm is not None:
+            allowed = max(1, int(rpm * self.factor))
+            if len(log) >= allowed:
+                oldest_to_go = log[len(log) - allowed]
+                # At least _MIN_SLEEP: `t + 60 - now` can round to 0 while `now - t < 60`.
+                wait = max(wait, oldest_to_go.admitted_at + WINDOW - now, _MIN_SLEEP)
+        if tpm is not None and self.tokens > 0:
+            allowed = max(1, int(tpm * self.factor))
+            excess = self.tokens + tokens - allowed
+            if excess > 0:
+                wait = max(wait, self._tokens_free_at(excess) - now, _MIN_SLEEP)
+        return wait if wait > 0.0 else 0.0
+
+    def _tokens_free_at(self, excess: int) -> float:
+        """When enough logged tokens have aged out; if that is never enough (the limit was
+        cut below this request), when the window is empty: a request that fits the
+        configured ``tpm`` is always admitted into an empty window."""
+        freed = 0
+        for r in self.log:
+            freed += r.tokens
+            if freed >= excess:
+                return r.admitted_at + WINDOW
+        return self.log[-1].admitted_at + WINDOW
+
+    def admit(self, key: str, tokens: int, now: float, logged: bool) -> Reservation:
+        r = Reservation(key, tokens, now)
+        if logged:
+            r._in_log = True
+            self.log.append(r)
+            self.tokens += tokens
+            self.pending += 1
+        return r
+
+
+class InMemoryRateLimiter(RateLimiter):
+    """Sliding-log limiter for one process and one event loop.
+
+    AIMD knobs: a 429 multiplies the effective limits by ``decrease`` (at most once per
+    ``cut_interval`` seconds, so one burst of 429s counts once, never below ``floor``);
+    each success adds ``increase`` of the configured limit back. A 429's hold is capped at
+    ``max_hold`` seconds. While tokens are reserved but not reconciled, the head waiter
+    re-checks every ``poll_interval`` seconds, because a reconcile may free tokens early.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        decrease: float = 0.5,
+        increase: float = 0.05,
+        floor: float = 0.1,
+        cut_interval: float = 1.0,
+        max_hold: float = 60.0,
+        poll_interval: float = 0.25,
+    ) -> None:
+        if not (0.0 < decrease <= 1.0 and 0.0 < floor <= 1.0 and increase >= 0.0):
+            raise ValueError("need 0 < decrease <= 1, 0 < floor <= 1 and increase >= 0")
+        self._clock = clock
+        self._states: dict[str, _KeyState] = {}
+        self._decrease = decrease
+        self._increase = increase
+        self._floor = floor
+        self._cut_interval = cut_interval
+        self._max_hold = max_hold
+        self._poll = poll_interval
+
+    def _state(self, key: str) -> _KeyState:
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = _KeyState()
+        return st
+
+    async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
+        rpm, tpm = limits.rpm, limits.tpm
+        if tokens < 0:
+            raise ValueError("tokens must be >= 0")
+        if tpm is not None and tokens > tpm:
+            raise TokenLimitError(
+                f"a request of {tokens} tokens can never fit the limit of {tpm} tokens/min "
+                f"for {key!r}: lower max_tokens or shorten the prompt, or raise the limit",
+                key=key,
+                tokens=tokens,
+                tpm=tpm,
+            )
+        st = self._state(key)
+        logged = rpm is not None or tpm is not None
+        now = self._clock.monotonic()
+        if not st.waiters and st.wait_time(now, rpm, tpm, tokens) == 0.0:
+            return st.admit(key, tokens, now, logged)
+        return await self._wait(st, key, rpm, tpm, tokens, logged)
+
+    async def _wait(
+        self,
+        st: _KeyState,
+        key: str,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        logged: bool,
+    ) -> Reservation:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        st.waiters.append(turn)
+        try:
+            if st.waiters[0] is not turn:
+                await turn  # the previous head hands over when it leaves
+            while True:
+                now = self._clock.monotonic()
+                wait = st.wait_time(now, rpm, tpm, tokens)
+                if wait == 0.0:
+                    return st.admit(key, tokens, now, logged)
+                if st.pending and now >= st.blocked_until:
+                    wait = min(wait, self._poll)
+                await self._clock.sleep(wait)
+        finally:
+            was_head = bool(st.waiters) and st.waiters[0] is turn
+            st.waiters.remove(turn)
+            if was_head and st.waiters and not st.waiters[0].done():
+                st.waiters[0].set_result(None)
+
+    async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
+        if reservation._settled:
+            return
+        reservation._settled = True
+        actual = max(0, actual_tokens)
+        st = self._states.get(reservation.key)
+        if st is None:
+            return
+        if reservation._in_log:
+            st.tokens += actual - reservation.tokens
+            st.pending -= 1
+        reservation.tokens = actual
+        if actual > 0 and st.factor < 1.0:
+            st.factor = min(1.0, st.factor + self._increase)
+
+    async def penalize(self, key: str, retry_after: float | None) -> None:
+        st = self._state(key)
+        now = self._clock.monotonic()
+        if retry_after is not None and retry_after > 0.0:
+            st.blocked_until = max(st.blocked_until, now + min(retry_after, self._max_hold))
+        if now - st.last_cut >= self._cut_interval:
+            st.factor = max(self._floor, st.factor * self._decrease)
+            st.last_cut = now
+
+    # ---- introspection (tests, dashboards) ----------------------------------------------
+    def usage(self, key: str) -> tuple[int, int]:
+        """Requests and tokens counted in ``key``'s current 60 s window."""
+        st = self._states.get(key)
+        if st is None:
+            return 0, 0
+        st.expire(self._clock.monotonic())
+        return len(st.log), st.tokens
+
+    def factor(self, key: str) -> float:
+        """The AIMD share of the configured limits currently in force for ``key``."""
+        st = self._states.get(key)
+        return 1.0 if st is None else st.factor
