@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import arbor.store
+import arbor.store.engine
+import arbor.store.migrator
+import arbor.store.tables
+import arbor.store.usage
+
+STORE = Path(arbor.store.__file__).parent
+
+
+def test_all_is_sorted_and_exactly_the_public_names() -> None:
+    names = arbor.store.__all__
+    assert names == sorted(names)
+    public = {n for n in vars(arbor.store) if not n.startswith("_")}
+    modules = {"annotations", "engine", "migrator", "tables", "usage"}
+    assert set(names) == public - modules
+    for module in (arbor.store.engine, arbor.store.migrator, arbor.store.tables, arbor.store.usage):
+        # Order within modules is ruff's RUF022 (constants, classes, functions).
+        assert all(hasattr(module, n) for n in module.__all__)
+
+
+def test_store_imports_only_core_and_itself() -> None:
+    """The layer rule: store sits on core and never imports llm, agents or higher."""
+    for path in STORE.rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module]
+            else:
+                continue
+            for target in targets:
+                if target == "arbor" or target.startswith("arbor."):
+                    assert target.startswith(("arbor.core", "arbor.store")), (
+                        f"{path.relative_to(STORE)} imports {target}"
+                    )
+
+
+def test_migrations_ship_inside_the_package() -> None:
+    assert (STORE / "migrations" / "env.py").is_file()
+    assert (STORE / "migrations" / "script.py.mako").is_file()
+    assert (STORE / "migrations" / "versions" / "0001_usage_records.py").is_file()
+    assert arbor.store.head_revision() == "0001"
