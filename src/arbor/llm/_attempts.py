@@ -8,6 +8,7 @@ an attempt.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -20,6 +21,7 @@ from arbor.core.errors import (
     ArborError,
     CircuitOpenError,
     ContextTooLongError,
+    LLMTimeoutError,
     RateLimitedError,
 )
 from arbor.core.metrics import ModelMetrics
@@ -66,6 +68,7 @@ class AttemptRunner:
     retry_settings: RetrySettings
     clock: Clock
     metrics: ModelMetrics
+    total_timeout: float
 
     async def _acquire(self, reserve: Callable[[], int], extra: Limits) -> list[Reservation]:
         """Take a request slot and ``reserve()`` tokens under every applicable limit; the
@@ -74,12 +77,32 @@ class AttemptRunner:
         if self.limiter is None or not limits:
             return []
         tokens = reserve()
-        return [await self.limiter.acquire(key, lim, tokens) for key, lim in limits]
+        leases: list[Reservation] = []
+        try:
+            for key, lim in limits:
+                leases.append(await self.limiter.acquire(key, lim, tokens))
+        except BaseException:  # give back what was taken before the failure
+            await self._settle(leases, 0)
+            raise
+        return leases
 
     async def _settle(self, leases: list[Reservation], actual_tokens: int) -> None:
         if self.limiter is not None:
             for lease in leases:
                 await self.limiter.reconcile(lease, actual_tokens)
+
+    async def _within_total(self, awaitable: Awaitable[T]) -> T:
+        """The overall deadline for one attempt (for a stream: until its first chunk; the
+        provider enforces the idle gap between chunks after that)."""
+        try:
+            async with asyncio.timeout(self.total_timeout):
+                return await awaitable
+        except TimeoutError as exc:
+            provider, _, name = self.model_id.partition(":")
+            raise LLMTimeoutError(
+                f"{self.model_id}: no answer within {self.total_timeout:g}s (total timeout)",
+                phase="total", provider=provider, model=name,
+            ) from exc
 
     async def _on_failure(self, exc: ArborError, attempt: int) -> float | None:
         """Book-keeping after a failed attempt; the delay before the next one, or None."""
@@ -107,13 +130,14 @@ class AttemptRunner:
             leases = await self._acquire(reserve, extra_limits)
             try:
                 self.breakers.before_call(self.model_id)
-                result = await call(request)
+                result = await self._within_total(call(request))
             except CircuitOpenError:
                 await self._settle(leases, 0)
                 raise
             except ArborError as exc:
                 await self._settle(leases, 0)
                 if isinstance(exc, ContextTooLongError) and not truncated:
+                    self.breakers.record_failure(self.model_id, exc)  # returns a trial permit
                     shorter = self._truncate(request)
                     if shorter is not None:
                         request, truncated = shorter, True
@@ -129,7 +153,8 @@ class AttemptRunner:
                 )
                 await self.clock.sleep(delay)
                 continue
-            except BaseException:
+            except BaseException as exc:  # cancelled: give back the half-open permit
+                self.breakers.record_failure(self.model_id, exc)
                 await self._settle(leases, 0)
                 raise
             self.breakers.record_success(self.model_id)
@@ -163,7 +188,7 @@ class AttemptRunner:
             try:
                 self.breakers.before_call(self.model_id)
                 stream = self.model.stream(request)
-                first = await anext(stream)
+                first = await self._within_total(anext(stream))
             except StopAsyncIteration:
                 first = StreamChunk(finish_reason="stop")
                 stream = _empty()
@@ -174,6 +199,7 @@ class AttemptRunner:
                 await _close(stream)
                 await self._settle(leases, 0)
                 if isinstance(exc, ContextTooLongError) and not truncated:
+                    self.breakers.record_failure(self.model_id, exc)  # returns a trial permit
                     shorter = self._truncate(request)
                     if shorter is not None:
                         request, truncated = shorter, True
@@ -189,7 +215,8 @@ class AttemptRunner:
                 )
                 await self.clock.sleep(delay)
                 continue
-            except BaseException:
+            except BaseException as exc:
+                self.breakers.record_failure(self.model_id, exc)
                 await _close(stream)
                 await self._settle(leases, 0)
                 raise

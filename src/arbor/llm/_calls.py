@@ -6,6 +6,7 @@ book-keeping is written once for plain calls, streams and cache hits.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -152,7 +153,12 @@ class CallAccount:
         partial: ChatResponse | None = None,
     ) -> None:
         provider, _, name = self.request.model.partition(":")
-        kind = exc.kind if isinstance(exc, ArborError) else type(exc).__name__
+        if isinstance(exc, ArborError):
+            kind = exc.kind
+        elif isinstance(exc, GeneratorExit | asyncio.CancelledError):
+            kind = "cancelled"
+        else:
+            kind = type(exc).__name__
         latency = (time.perf_counter() - self.started) * 1000.0
         usage = partial.usage if partial is not None else Usage()
         cost = self.client.prices.cost(provider, name, usage) if partial is not None else 0.0

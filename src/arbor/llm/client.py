@@ -217,6 +217,7 @@ class LLMClient:
         span = self._span(req)
         acc = StreamAccumulator(req)
         leases: list[Reservation] = []
+        stream: AsyncIterator[StreamChunk] | None = None
         try:
             account.reserve_budget()
             first, stream, leases, used = await runner.open_stream(
@@ -242,6 +243,10 @@ class LLMClient:
                 account.failed(exc, span, partial=partial)
             await runner.settle(leases, partial.usage.total_tokens if partial else 0)
             raise
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:  # the consumer may have stopped early
+                await close()
         await runner.settle(leases, response.usage.total_tokens)
         if key is not None and self.cache is not None and used is req:
             self.cache.put(key, response)
@@ -282,6 +287,7 @@ class LLMClient:
                 retry_settings=self.settings.llm.retry,
                 clock=self.clock,
                 metrics=self.metrics.model(provider, name),
+                total_timeout=self.settings.llm.timeouts.total,
             )
             self._runners[model_id] = runner
         return runner
