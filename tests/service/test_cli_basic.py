@@ -45,3 +45,10 @@ def test_doctor_names_bad_variable_in_a_real_process() -> None:
     assert proc.returncode == 2
     assert "ARBOR_LOG_LEVEL" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_fail_modes_match_the_server() -> None:
+    from arbor.service.cli import mock
+    from arbor.testing import mock_upstream
+
+    assert mock.FAIL_MODES == mock_upstream.FAIL_MODES

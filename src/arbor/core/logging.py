@@ -159,7 +159,7 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Chatty dependencies stay at warning unless we are debugging.
-    for name in ("httpx", "httpcore", "openai", "aiosqlite", "asyncio"):
+    for name in ("httpx", "httpx2", "httpcore", "openai", "aiosqlite", "asyncio", "alembic"):
         logging.getLogger(name).setLevel("DEBUG" if level == "debug" else "WARNING")
     return redactor
 

@@ -116,9 +116,10 @@ class CallAccount:
         tier = self.client.cache.last_tier if self.client.cache is not None else "memory"
         self.client.metrics.cache_hit(tier)
         latency = (time.perf_counter() - self.started) * 1000.0
-        response = hit.model_copy(update={"cached": True, "cost_usd": 0.0, "latency_ms": latency})
-        self._record(response.usage, 0.0, latency, status="ok", cached=True)
-        return response
+        # The cache hands out a fresh object per hit, so it is ours to mark.
+        hit.cached, hit.cost_usd, hit.latency_ms = True, 0.0, latency
+        self._record(hit.usage, 0.0, latency, status="ok", cached=True)
+        return hit
 
     def succeeded(self, response: ChatResponse, span: trace.Span | None) -> ChatResponse:
         provider, _, name = self.request.model.partition(":")

@@ -42,3 +42,12 @@ def bench_llm(
 ) -> None:
     """Arbor's LLM client vs the openai SDK, LiteLLM and LangChain against the mock."""
     _run("llm", ["--out", str(out), *(["--quick"] if quick else [])])
+
+
+@bench_app.command("primitives")
+def bench_primitives(
+    out: Path = typer.Option(..., "--out", help="Where to write the JSON results."),
+    quick: bool = typer.Option(False, "--quick", help="Few iterations (a smoke run)."),
+) -> None:
+    """Retry loop vs tenacity, and the fast paths of breaker, limiter and budgets."""
+    _run("primitives", ["--out", str(out), *(["--quick"] if quick else [])])

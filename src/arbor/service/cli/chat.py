@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import SecretStr
@@ -12,9 +13,11 @@ from rich.console import Console
 
 from arbor.core.config import ProviderSettings, Settings
 from arbor.core.errors import ArborError
-from arbor.llm.client import LLMClient
 from arbor.llm.types import ChatRequest, ChatResponse, Message, Usage
 from arbor.service.cli._common import EXIT_USAGE, exit_code_for, fail, settings_or_exit
+
+if TYPE_CHECKING:  # the client pulls in SDKs and the store: loaded only when chatting
+    from arbor.llm.client import LLMClient
 
 __all__ = ["chat"]
 
@@ -87,13 +90,17 @@ def _with_endpoint(
 
 
 async def _one(settings: Settings, options: _Options, messages: list[Message]) -> None:
-    async with LLMClient(settings) as client:
+    from arbor.llm.setup import open_client
+
+    async with open_client(settings) as client:
         await _reply(client, options, messages)
 
 
 async def _interactive(settings: Settings, options: _Options, history: list[Message]) -> None:
+    from arbor.llm.setup import open_client
+
     _err.print(f"[dim]Chatting with {options.model}. /exit or Ctrl-D to leave.[/]")
-    async with LLMClient(settings) as client:
+    async with open_client(settings) as client:
         while True:
             try:
                 line = await asyncio.to_thread(input, "you> ")

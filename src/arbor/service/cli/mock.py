@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 
 from arbor.service.cli._common import EXIT_USAGE, fail
-from arbor.testing.mock_upstream import FAIL_MODES, MockConfig, run
+
+#: Kept here (and checked against the server's list by a test) so `arbor --help` does not
+#: import the server.
+FAIL_MODES = ("500", "429", "hang", "disconnect", "midstream")
 
 __all__ = ["mock_upstream"]
 
@@ -23,6 +26,8 @@ def mock_upstream(
     chunk_delay_ms: float = typer.Option(0.0, "--chunk-delay-ms", min=0.0),
 ) -> None:
     """Serve a deterministic OpenAI-compatible upstream with limits and injected faults."""
+    from arbor.testing.mock_upstream import MockConfig, run
+
     if fail_mode not in FAIL_MODES:
         fail(f"--fail-mode must be one of {', '.join(FAIL_MODES)}, got {fail_mode!r}", EXIT_USAGE)
     run(

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from arbor.core.config import Settings
+from arbor.llm.setup import open_client
+from arbor.llm.types import CallContext, ChatRequest, Message
+from arbor.llm.usage import StoreUsageSink
+from arbor.store import Database, UsageRecord, UsageRepository, migrate
+from arbor.testing import FunctionModel
+
+
+async def test_client_usage_lands_in_the_database(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, llm={"cache": {"enabled": False}})
+    async with open_client(settings) as client:
+        client._models["test:a"] = FunctionModel(lambda r: "stored")
+        for i in range(5):
+            await client.complete(
+                ChatRequest(
+                    model="test:a",
+                    messages=[Message.user(f"q{i}")],
+                    context=CallContext(key_id="key_1"),
+                )
+            )
+    async with Database(settings.effective_database_url) as db:
+        repo = UsageRepository(db)
+        rows = await repo.summary("key")
+    assert [(r.group, r.requests) for r in rows] == [("key_1", 5)]
+
+
+async def test_sink_keeps_records_when_a_write_fails(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    await migrate(db)
+    repo = UsageRepository(db)
+    sink = StoreUsageSink(repo, interval=0.01)
+    real_add_many = repo.add_many
+    failures = 0
+
+    async def flaky(records: list[UsageRecord]) -> None:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise OSError("disk briefly unavailable")
+        await real_add_many(records)
+
+    repo.add_many = flaky  # type: ignore[method-assign]
+    for i in range(10):
+        sink.record(UsageRecord(provider="test", model="a", input_tokens=i))
+    await asyncio.sleep(0.1)
+    await sink.aclose()
+    assert len(await repo.records(limit=100)) == 10
+    with pytest.raises(RuntimeError):
+        sink.record(UsageRecord(provider="test", model="a"))
+    await db.dispose()
