@@ -16,7 +16,6 @@ import gc
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -111,9 +110,15 @@ async def bench_arbor(url: str, n: dict[str, int]) -> dict[str, float]:
         results |= await _throughput(call, n["tp"], 50)
         results |= await _streaming(stream, n["stream"])
 
-    cached = settings.model_copy(update={"llm": settings.llm.model_copy(
-        update={"cache": settings.llm.cache.model_copy(update={"enabled": True, "disk": False})}
-    )})
+    cached = settings.model_copy(
+        update={
+            "llm": settings.llm.model_copy(
+                update={
+                    "cache": settings.llm.cache.model_copy(update={"enabled": True, "disk": False})
+                }
+            )
+        }
+    )
     async with LLMClient(cached) as client:
         req = ChatRequest(model=f"mock:{MODEL}", messages=msgs, temperature=0)
         await client.complete(req)
@@ -141,7 +146,9 @@ async def bench_openai_sdk(url: str, n: dict[str, int]) -> dict[str, float]:
 
     async def stream() -> Any:
         s = await client.chat.completions.create(
-            model=MODEL, messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+            model=MODEL,
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
             stream_options={"include_usage": True},
         )
         async for chunk in s:
@@ -164,14 +171,22 @@ async def bench_litellm(url: str, n: dict[str, int]) -> dict[str, float]:
 
     async def call() -> Any:
         return await litellm.acompletion(
-            model=f"openai/{MODEL}", api_base=url, api_key="sk-bench", messages=MESSAGES,
+            model=f"openai/{MODEL}",
+            api_base=url,
+            api_key="sk-bench",
+            messages=MESSAGES,
             num_retries=0,
         )
 
     async def stream() -> Any:
         s = await litellm.acompletion(
-            model=f"openai/{MODEL}", api_base=url, api_key="sk-bench", messages=MESSAGES,
-            stream=True, stream_options={"include_usage": True}, num_retries=0,
+            model=f"openai/{MODEL}",
+            api_base=url,
+            api_key="sk-bench",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            num_retries=0,
         )
         async for chunk in s:
             yield chunk
@@ -185,8 +200,9 @@ async def bench_litellm(url: str, n: dict[str, int]) -> dict[str, float]:
 async def bench_langchain(url: str, n: dict[str, int]) -> dict[str, float]:
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(model=MODEL, base_url=url, api_key="sk-bench", max_retries=0,
-                     stream_usage=True)
+    llm = ChatOpenAI(
+        model=MODEL, base_url=url, api_key="sk-bench", max_retries=0, stream_usage=True
+    )
     msgs = [(m["role"], m["content"]) for m in MESSAGES]
     results: dict[str, float] = {}
 
@@ -217,8 +233,12 @@ def _targets(c: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     rows = [
         ("seq_p50_vs_openai_sdk", a["seq_p50_ms"] / sdk["seq_p50_ms"], "<=", 1.10),
         ("throughput_c50_vs_openai_sdk", a[tp] / sdk[tp], ">=", 1.5),
-        ("stream_ttft_added_ms_vs_openai_sdk",
-         a["stream_ttft_p50_ms"] - sdk["stream_ttft_p50_ms"], "<=", 1.0),
+        (
+            "stream_ttft_added_ms_vs_openai_sdk",
+            a["stream_ttft_p50_ms"] - sdk["stream_ttft_p50_ms"],
+            "<=",
+            1.0,
+        ),
         ("stream_cpu_us_per_chunk", a["stream_cpu_us_per_chunk"], "<=", 50.0),
         ("cache_hit_p99_us", a["cache_hit_p99_us"], "<=", 50.0),
     ]
@@ -264,8 +284,6 @@ async def _main(out: Path, quick: bool, only: list[str] | None) -> dict[str, Any
         "clients": clients,
         "targets": _targets(clients) if {"arbor", "openai_sdk"} <= clients.keys() else [],
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -276,6 +294,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(CLIENTS))
     args = parser.parse_args()
     result = asyncio.run(_main(args.out, args.quick, args.only))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     for t in result["targets"]:
         mark = "met" if t["met"] else "MISSED"
         print(f"{t['name']:40s} {t['value']:>10} {t['op']} {t['limit']:<6} {mark}")

@@ -82,8 +82,13 @@ async def _main(n: int) -> dict[str, Any]:
         "versions": {"tenacity": getattr(tenacity, "__version__", "installed")},
         "clients": {"arbor": {k: round(v, 3) for k, v in results.items()}},
         "targets": [
-            {"name": "tenacity_vs_retry_run", "value": round(ratio, 2), "op": ">=",
-             "limit": 2.0, "met": ratio >= 2.0},
+            {
+                "name": "tenacity_vs_retry_run",
+                "value": round(ratio, 2),
+                "op": ">=",
+                "limit": 2.0,
+                "met": ratio >= 2.0,
+            },
         ],
     }
 

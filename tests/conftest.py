@@ -19,7 +19,9 @@ def _no_real_network() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Tests never read the developer's ARBOR_* settings, .env or arbor.toml."""
     for name in list(os.environ):
         if name.startswith("ARBOR_") and not name.startswith(("ARBOR_TEST_", "ARBOR_REQUIRE_")):

@@ -45,7 +45,7 @@ def test_sources_env_beats_dotenv_beats_toml(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "arbor.toml").write_text(
         'default_model = "openai:from-toml"\nport = 9001\nlog_format = "json"\n'
-        '[llm.retry]\nmax_attempts = 7\n'
+        "[llm.retry]\nmax_attempts = 7\n"
     )
     monkeypatch.setenv("ARBOR_CONFIG", str(tmp_path / "arbor.toml"))
     (tmp_path / ".env").write_text("ARBOR_PORT=9002\nARBOR_DEFAULT_MODEL=openai:from-dotenv\n")

@@ -35,7 +35,10 @@ def _settings(**llm: object) -> Settings:
 
 def _client(models: dict[str, object], settings: Settings | None = None, **kw: object) -> LLMClient:
     return LLMClient(
-        settings or _settings(), models=models, clock=kw.pop("clock", FakeClock()), **kw  # type: ignore[arg-type]
+        settings or _settings(),
+        models=models,
+        clock=kw.pop("clock", FakeClock()),
+        **kw,  # type: ignore[arg-type]
     )
 
 

@@ -40,7 +40,10 @@ def test_doctor_names_bad_variable_in_a_real_process() -> None:
     env = {**os.environ, "ARBOR_LOG_LEVEL": "loud"}
     proc = subprocess.run(
         [sys.executable, "-m", "arbor.service.cli", "doctor"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "ARBOR_LOG_LEVEL" in proc.stderr

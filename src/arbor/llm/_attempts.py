@@ -101,7 +101,9 @@ class AttemptRunner:
             provider, _, name = self.model_id.partition(":")
             raise LLMTimeoutError(
                 f"{self.model_id}: no answer within {self.total_timeout:g}s (total timeout)",
-                phase="total", provider=provider, model=name,
+                phase="total",
+                provider=provider,
+                model=name,
             ) from exc
 
     async def _on_failure(self, exc: ArborError, attempt: int) -> float | None:
@@ -148,7 +150,10 @@ class AttemptRunner:
                     raise
                 self.metrics.retries.inc()
                 log.info(
-                    "llm.retry", model=self.model_id, attempt=attempt, error=exc.kind,
+                    "llm.retry",
+                    model=self.model_id,
+                    attempt=attempt,
+                    error=exc.kind,
                     delay_s=round(delay, 3),
                 )
                 await self.clock.sleep(delay)
@@ -169,7 +174,9 @@ class AttemptRunner:
         if shorter is None:
             return None
         log.info(
-            "llm.truncated", model=self.model_id, strategy=strategy,
+            "llm.truncated",
+            model=self.model_id,
+            strategy=strategy,
             dropped=len(request.messages) - len(shorter),
         )
         return request.model_copy(update={"messages": shorter})
@@ -210,8 +217,12 @@ class AttemptRunner:
                     raise
                 self.metrics.retries.inc()
                 log.info(
-                    "llm.retry", model=self.model_id, attempt=attempt, error=exc.kind,
-                    delay_s=round(delay, 3), stream=True,
+                    "llm.retry",
+                    model=self.model_id,
+                    attempt=attempt,
+                    error=exc.kind,
+                    delay_s=round(delay, 3),
+                    stream=True,
                 )
                 await self.clock.sleep(delay)
                 continue

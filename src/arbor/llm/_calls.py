@@ -102,7 +102,9 @@ class CallAccount:
             return
         provider, _, name = self.request.model.partition(":")
         estimate = self.client.prices.estimate(
-            provider, name, self.input_tokens(),
+            provider,
+            name,
+            self.input_tokens(),
             self.request.max_tokens or DEFAULT_OUTPUT_RESERVE,
         )
         self._budget = budgets.reserve(scopes, estimate)
@@ -247,7 +249,11 @@ class StreamAccumulator:
     def _estimated_usage(self, model: Model) -> Usage:
         message = self._message()
         overhead = model.count_tokens([Message.assistant("")])
-        out = max(0, model.count_tokens([message]) - overhead) if message.content or message.tool_calls else 0
+        out = (
+            max(0, model.count_tokens([message]) - overhead)
+            if message.content or message.tool_calls
+            else 0
+        )
         return Usage(
             input_tokens=model.count_tokens(self.request.messages),
             output_tokens=out,

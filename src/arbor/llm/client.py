@@ -192,7 +192,10 @@ class LLMClient:
         try:
             account.reserve_budget()
             response, used = await runner.run(
-                req, runner.model.complete, _response_tokens, account.reserve_tokens,
+                req,
+                runner.model.complete,
+                _response_tokens,
+                account.reserve_tokens,
                 account.extra_limits,
             )
         except BaseException as exc:
@@ -210,8 +213,8 @@ class LLMClient:
         if key is not None:
             hit = self.cache.get(key) if self.cache is not None else None
             if hit is not None:
-                async for chunk in replay_stream(account.cache_hit(hit)):
-                    yield chunk
+                async for replayed in replay_stream(account.cache_hit(hit)):
+                    yield replayed
                 return
             self.metrics.cache_miss()
         span = self._span(req)
@@ -231,7 +234,7 @@ class LLMClient:
                     response = account.succeeded(acc.response(runner.model), span)
                     chunk.cost_usd = response.cost_usd
                 yield chunk
-                chunk = await anext(stream, None)
+                chunk = await _next_or_none(stream)
             if acc.usage is None:  # the provider reported no usage: estimate and say so
                 response = account.succeeded(acc.response(runner.model), span)
                 yield StreamChunk(
@@ -318,6 +321,13 @@ class LLMClient:
         log.warning("llm.breaker", model=key, state=state)
 
 
+async def _next_or_none(stream: AsyncIterator[StreamChunk]) -> StreamChunk | None:
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+
+
 def _response_tokens(response: ChatResponse) -> int:
     return response.usage.total_tokens
 
@@ -328,4 +338,3 @@ def _falls_back(exc: ProviderError) -> bool:
     if isinstance(exc, ProviderHTTPError) and exc.status_code in _NO_FALLBACK_STATUSES:
         return False
     return True
-

@@ -79,7 +79,9 @@ async def _chunks(response: ChatResponse, pieces: int = 3) -> AsyncIterator[Stre
         yield StreamChunk(
             id=response.id,
             model=response.model,
-            tool_calls=[ToolCallDelta(index=n, id=call.id, name=call.name, arguments=call.arguments)],
+            tool_calls=[
+                ToolCallDelta(index=n, id=call.id, name=call.name, arguments=call.arguments)
+            ],
         )
     yield StreamChunk(
         id=response.id,

@@ -113,9 +113,7 @@ def translate(
             model=model,
         )
     detail = mask(str(exc), secret)[:_MESSAGE_LIMIT]
-    return ProviderError(
-        f"{where}: {type(exc).__name__}: {detail}", provider=provider, model=model
-    )
+    return ProviderError(f"{where}: {type(exc).__name__}: {detail}", provider=provider, model=model)
 
 
 def _body_text(response: httpx2.Response) -> str:

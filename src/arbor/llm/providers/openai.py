@@ -428,17 +428,23 @@ class OpenAICompatibleModel:
             limit = self.timeouts.stream_idle if idle else self.timeouts.total
             return LLMTimeoutError(
                 f"{where}: no {'chunk' if idle else 'answer'} within {limit:g}s ({phase} timeout)",
-                phase=phase, provider=self.provider, model=self.name,
+                phase=phase,
+                provider=self.provider,
+                model=self.name,
             )
         return translate(
-            exc, provider=self.provider, model=self.name, secret=self._secret,
+            exc,
+            provider=self.provider,
+            model=self.name,
+            secret=self._secret,
             in_stream_body=in_body,
         )
 
     def _malformed(self, what: str, exc: Exception) -> ProviderError:
         return ProviderError(
             f"{self.provider}:{self.name}: malformed {what} from the server: {exc!r}"[:500],
-            provider=self.provider, model=self.name,
+            provider=self.provider,
+            model=self.name,
         )
 
     def __repr__(self) -> str:

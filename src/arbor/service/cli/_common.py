@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
+from pydantic import SecretStr
 from rich.console import Console
 
 from arbor.core.config import Settings, load_settings
@@ -36,8 +37,8 @@ def settings_or_exit(**overrides: object) -> Settings:
     return settings
 
 
-def _secret_values(settings: Settings) -> list[object]:
-    values: list[object] = [settings.openai_api_key, settings.admin_key]
+def _secret_values(settings: Settings) -> list[SecretStr]:
+    values = [settings.openai_api_key, settings.admin_key]
     values += [p.api_key for p in settings.providers.values()]
     return [v for v in values if v is not None]
 
