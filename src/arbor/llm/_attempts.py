@@ -126,13 +126,48 @@ class AttemptRunner:
     ) -> tuple[T, ChatRequest]:
         """Call until success or give up; returns the result and the request that won
         (which differs from ``request`` when the prompt was truncated)."""
+
+        async def once(req: ChatRequest) -> T:
+            return await self._within_total(call(req))
+
+        result, leases, used = await self._loop(request, once, reserve, extra_limits)
+        await self._settle(leases, tokens_of(result))
+        return result, used
+
+    async def open_stream(
+        self, request: ChatRequest, reserve: Callable[[], int], extra_limits: Limits = ()
+    ) -> tuple[StreamChunk, AsyncIterator[StreamChunk], list[Reservation], ChatRequest]:
+        """Attempts until a stream yields its first chunk (retries are only safe before any
+        output reached the caller). Returns the first chunk, the live iterator, the
+        limiter leases to settle when the stream ends, and the request used."""
+        (first, stream), leases, used = await self._loop(request, self._open, reserve, extra_limits)
+        return first, stream, leases, used
+
+    async def _open(self, request: ChatRequest) -> tuple[StreamChunk, AsyncIterator[StreamChunk]]:
+        stream = self.model.stream(request)
+        try:
+            first = await self._within_total(anext(stream))
+        except StopAsyncIteration:
+            return StreamChunk(finish_reason="stop"), _empty()
+        except BaseException:
+            await _close(stream)
+            raise
+        return first, stream
+
+    async def _loop(
+        self,
+        request: ChatRequest,
+        once: Callable[[ChatRequest], Awaitable[T]],
+        reserve: Callable[[], int],
+        extra_limits: Limits,
+    ) -> tuple[T, list[Reservation], ChatRequest]:
         attempt = 0
         truncated = False
         while True:
             leases = await self._acquire(reserve, extra_limits)
             try:
                 self.breakers.before_call(self.model_id)
-                result = await self._within_total(call(request))
+                result = await once(request)
             except CircuitOpenError:
                 await self._settle(leases, 0)
                 raise
@@ -163,8 +198,7 @@ class AttemptRunner:
                 await self._settle(leases, 0)
                 raise
             self.breakers.record_success(self.model_id)
-            await self._settle(leases, tokens_of(result))
-            return result, request
+            return result, leases, request
 
     def _truncate(self, request: ChatRequest) -> ChatRequest | None:
         strategy = self.retry_settings.on_context_too_long
@@ -180,58 +214,6 @@ class AttemptRunner:
             dropped=len(request.messages) - len(shorter),
         )
         return request.model_copy(update={"messages": shorter})
-
-    async def open_stream(
-        self, request: ChatRequest, reserve: Callable[[], int], extra_limits: Limits = ()
-    ) -> tuple[StreamChunk, AsyncIterator[StreamChunk], list[Reservation], ChatRequest]:
-        """Attempts until a stream yields its first chunk (retries are only safe before any
-        output reached the caller). Returns the first chunk, the live iterator, the
-        limiter leases to settle when the stream ends, and the request used."""
-        attempt = 0
-        truncated = False
-        while True:
-            leases = await self._acquire(reserve, extra_limits)
-            stream: AsyncIterator[StreamChunk] | None = None
-            try:
-                self.breakers.before_call(self.model_id)
-                stream = self.model.stream(request)
-                first = await self._within_total(anext(stream))
-            except StopAsyncIteration:
-                first = StreamChunk(finish_reason="stop")
-                stream = _empty()
-            except CircuitOpenError:
-                await self._settle(leases, 0)
-                raise
-            except ArborError as exc:
-                await _close(stream)
-                await self._settle(leases, 0)
-                if isinstance(exc, ContextTooLongError) and not truncated:
-                    self.breakers.record_failure(self.model_id, exc)  # returns a trial permit
-                    shorter = self._truncate(request)
-                    if shorter is not None:
-                        request, truncated = shorter, True
-                        continue
-                attempt += 1
-                delay = await self._on_failure(exc, attempt)
-                if delay is None:
-                    raise
-                self.metrics.retries.inc()
-                log.info(
-                    "llm.retry",
-                    model=self.model_id,
-                    attempt=attempt,
-                    error=exc.kind,
-                    delay_s=round(delay, 3),
-                    stream=True,
-                )
-                await self.clock.sleep(delay)
-                continue
-            except BaseException as exc:
-                self.breakers.record_failure(self.model_id, exc)
-                await _close(stream)
-                await self._settle(leases, 0)
-                raise
-            return first, stream, leases, request
 
     async def settle(self, leases: list[Reservation], actual_tokens: int) -> None:
         await self._settle(leases, actual_tokens)

@@ -182,12 +182,9 @@ class LLMClient:
     async def _complete_one(self, req: ChatRequest) -> ChatResponse:
         runner = self._runner(req.model)
         account = CallAccount.start(self, req, runner.model)
-        key = self._cache_key(req)
-        if key is not None:
-            hit = self.cache.get(key) if self.cache is not None else None
-            if hit is not None:
-                return account.cache_hit(hit)
-            self.metrics.cache_miss()
+        key, hit = self._lookup(req)
+        if hit is not None:
+            return account.cache_hit(hit)
         span = self._span(req)
         try:
             account.reserve_budget()
@@ -209,14 +206,11 @@ class LLMClient:
     async def _stream_one(self, req: ChatRequest) -> AsyncIterator[StreamChunk]:
         runner = self._runner(req.model)
         account = CallAccount.start(self, req, runner.model)
-        key = self._cache_key(req)
-        if key is not None:
-            hit = self.cache.get(key) if self.cache is not None else None
-            if hit is not None:
-                async for replayed in replay_stream(account.cache_hit(hit)):
-                    yield replayed
-                return
-            self.metrics.cache_miss()
+        key, hit = self._lookup(req)
+        if hit is not None:
+            async for replayed in replay_stream(account.cache_hit(hit)):
+                yield replayed
+            return
         span = self._span(req)
         acc = StreamAccumulator(req)
         leases: list[Reservation] = []
@@ -271,10 +265,15 @@ class LLMClient:
     def _chain(self, model_id: str) -> list[str]:
         return [model_id, *self.settings.llm.fallbacks.get(model_id, ())]
 
-    def _cache_key(self, req: ChatRequest) -> str | None:
+    def _lookup(self, req: ChatRequest) -> tuple[str | None, ChatResponse | None]:
+        """The cache key (None when this request is not cacheable) and a hit, if any."""
         if self.cache is None or not should_cache(req, self.settings.llm.cache):
-            return None
-        return cache_key(req)
+            return None, None
+        key = cache_key(req)
+        hit = self.cache.get(key)
+        if hit is None:
+            self.metrics.cache_miss()
+        return key, hit
 
     def _runner(self, model_id: str) -> AttemptRunner:
         runner = self._runners.get(model_id)
