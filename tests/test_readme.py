@@ -1,0 +1,34 @@
+"""The README's Python examples run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_blocks_run(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    for i, code in enumerate(blocks):
+        script = tmp_path / f"example_{i}.py"
+        script.write_text(code)
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, f"README example {i} failed:\n{proc.stderr}"
+        assert "Mock reply" in proc.stdout
+
+
+def test_readme_gives_exactly_the_two_setup_commands() -> None:
+    text = README.read_text()
+    setup = text.split("## Set-up", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in setup.strip().splitlines()]
+    assert commands == ["make run", "make test"]
