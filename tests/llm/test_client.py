@@ -126,6 +126,8 @@ async def test_breaker_opens_rejects_without_calls_and_recovers() -> None:
             with pytest.raises(CircuitOpenError):
                 await client.complete(_req())
         assert calls == 5  # nothing reached the model while open
+        gauge = 'arbor_llm_breaker_state{model="a",provider="test"} 2.0'
+        assert gauge in client.metrics.render().decode()
         healthy = True
         clock.advance(61)
         for _ in range(3):  # half-open trial calls close it again
