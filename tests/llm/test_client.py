@@ -277,3 +277,29 @@ async def test_two_clients_are_independent() -> None:
     assert a.metrics.registry is not b.metrics.registry
     await a.aclose()
     await b.aclose()
+
+
+async def test_per_key_limits_apply_only_to_that_key() -> None:
+    from arbor.core.config import ModelLimits
+
+    clock = FakeClock()
+    model = FunctionModel(lambda r: "ok")
+    async with _client({"test:a": model}, clock=clock) as client:
+        client.set_key_limits("k1", ModelLimits(rpm=2))
+        for _ in range(5):  # no key: no limit, no waiting
+            await client.complete(_req())
+        assert clock.sleeps == []
+        start = clock.monotonic()
+        for _ in range(3):
+            await client.complete(_req(context=CallContext(key_id="k1")))
+        assert clock.monotonic() - start >= 59.0  # the third call waited for the window
+        assert len(model.calls) == 8
+
+
+async def test_model_limits_from_settings_hold_calls_back() -> None:
+    clock = FakeClock()
+    settings = _settings(limits={"test:*": {"rpm": 3}})
+    async with _client({"test:a": FunctionModel(lambda r: "ok")}, settings, clock=clock) as c:
+        for _ in range(6):
+            await c.complete(_req())
+    assert clock.monotonic() - 1_000.0 >= 59.0
