@@ -33,6 +33,8 @@ services:
 
 ## Install everything the tests need and run the whole suite.
 test: deps services
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src
 	set -a; source .services.env; set +a; \
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q -p no:cacheprovider $(PYTEST_ARGS)
 
