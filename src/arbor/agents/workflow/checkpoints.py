@@ -1,0 +1,150 @@
+"""Where a workflow run's progress lives: the interface the runner needs, and an in-memory
+implementation for tests and one-shot runs.
+
+A checkpoint is written after every node, in one transaction: the keys the node changed
+(a delta, so storage grows linearly with steps), the scheduler's position, and the node's
+events. Completed LLM calls and tool side effects are recorded under idempotency keys as
+soon as they finish, so a run killed mid-node replays them instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from arbor.core.errors import NotFoundError
+from arbor.core.ids import new_id
+
+__all__ = ["CheckpointStore", "InMemoryCheckpointStore", "RunEvent", "StoredRun"]
+
+
+@dataclass(slots=True)
+class RunEvent:
+    type: str
+    node: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class StoredRun:
+    id: str
+    workflow: str
+    status: str
+    input: dict[str, Any]
+    #: The state folded from every checkpoint's delta (includes the scheduler's position).
+    state: dict[str, Any]
+    output: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class CheckpointStore(Protocol):
+    async def create_run(self, workflow: str, input: dict[str, Any]) -> str: ...
+
+    async def load(self, run_id: str) -> StoredRun: ...
+
+    async def checkpoint(
+        self, run_id: str, node: str, delta: dict[str, Any], events: list[RunEvent]
+    ) -> None: ...
+
+    async def set_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        output: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    async def append_event(self, run_id: str, event: RunEvent) -> None: ...
+
+    async def events(self, run_id: str, after_seq: int = 0) -> list[RunEvent]: ...
+
+    async def get_idempotent(self, run_id: str, key: str) -> tuple[bool, Any]: ...
+
+    async def record_idempotent(self, run_id: str, key: str, value: Any) -> None: ...
+
+    async def decide_approval(
+        self, run_id: str, node: str, approved: bool, reason: str = "", by: str = ""
+    ) -> None: ...
+
+    async def approval(self, run_id: str, node: str) -> tuple[bool, str] | None: ...
+
+
+@dataclass
+class _Run:
+    stored: StoredRun
+    deltas: list[dict[str, Any]] = field(default_factory=list)
+    events: list[RunEvent] = field(default_factory=list)
+    done: dict[str, Any] = field(default_factory=dict)
+    approvals: dict[str, tuple[bool, str]] = field(default_factory=dict)
+
+
+class InMemoryCheckpointStore:
+    """Keeps runs in a dict: the same semantics as the database store, minus durability."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+
+    def _get(self, run_id: str) -> _Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        return run
+
+    async def create_run(self, workflow: str, input: dict[str, Any]) -> str:
+        run_id = new_id("run")
+        self._runs[run_id] = _Run(StoredRun(run_id, workflow, "pending", input, dict(input)))
+        return run_id
+
+    async def load(self, run_id: str) -> StoredRun:
+        return copy.deepcopy(self._get(run_id).stored)
+
+    async def checkpoint(
+        self, run_id: str, node: str, delta: dict[str, Any], events: list[RunEvent]
+    ) -> None:
+        run = self._get(run_id)
+        run.deltas.append(copy.deepcopy(delta))
+        run.stored.state.update(copy.deepcopy(delta))
+        for event in events:
+            await self.append_event(run_id, event)
+
+    async def set_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        output: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        stored = self._get(run_id).stored
+        stored.status = status
+        stored.output = output if output is not None else stored.output
+        stored.error = error
+
+    async def append_event(self, run_id: str, event: RunEvent) -> None:
+        run = self._get(run_id)
+        event.seq = len(run.events) + 1
+        run.events.append(event)
+
+    async def events(self, run_id: str, after_seq: int = 0) -> list[RunEvent]:
+        return [e for e in self._get(run_id).events if e.seq > after_seq]
+
+    async def get_idempotent(self, run_id: str, key: str) -> tuple[bool, Any]:
+        done = self._get(run_id).done
+        return (True, copy.deepcopy(done[key])) if key in done else (False, None)
+
+    async def record_idempotent(self, run_id: str, key: str, value: Any) -> None:
+        self._get(run_id).done.setdefault(key, copy.deepcopy(value))
+
+    async def decide_approval(
+        self, run_id: str, node: str, approved: bool, reason: str = "", by: str = ""
+    ) -> None:
+        self._get(run_id).approvals[node] = (approved, reason)
+
+    async def approval(self, run_id: str, node: str) -> tuple[bool, str] | None:
+        return self._get(run_id).approvals.get(node)
+
+    def delta_count(self, run_id: str) -> int:
+        return len(self._get(run_id).deltas)

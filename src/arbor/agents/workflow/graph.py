@@ -1,0 +1,155 @@
+"""A workflow is a typed graph over a typed state.
+
+Nodes are async functions ``(state, ctx) -> dict | None`` returning the keys they change
+(agents run inside such functions). Edges are static (``edge``), conditional (``route``: a
+function of the state picks the next node, e.g. on a reviewer's verdict or a confidence
+score) or parallel (``fan_out``: branches run concurrently, then their ``join`` node once all
+have finished). Loops are ordinary edges back to an earlier node; every node may carry
+``max_visits`` and the whole run ``max_steps``, so no loop runs forever. ``approval`` nodes
+pause a run until someone approves or rejects it.
+
+The graph is pure data: :class:`~arbor.agents.workflow.runner.WorkflowRunner` executes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from arbor.core.errors import WorkflowError
+
+if TYPE_CHECKING:
+    from arbor.agents.workflow.runner import NodeContext
+
+__all__ = ["END", "Edge", "NodeFn", "NodeSpec", "Workflow"]
+
+END = "__end__"
+
+StateT = TypeVar("StateT", bound=BaseModel)
+NodeFn = Callable[[Any, "NodeContext"], Awaitable[Mapping[str, Any] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    fn: NodeFn | None
+    kind: Literal["function", "approval"] = "function"
+    max_visits: int | None = None
+    #: For approval nodes: what the approver is asked.
+    prompt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    kind: Literal["static", "route", "fan_out"]
+    targets: tuple[str, ...]
+    router: Callable[[Any], str] | None = None
+    join: str | None = None
+
+
+@dataclass
+class Workflow(Generic[StateT]):
+    """A named graph over ``state_type`` (a pydantic model)."""
+
+    name: str
+    state_type: type[StateT]
+    max_steps: int = 100
+    description: str = ""
+    nodes: dict[str, NodeSpec] = field(default_factory=dict)
+    edges: dict[str, Edge] = field(default_factory=dict)
+    entry: str | None = None
+
+    # ---- building ------------------------------------------------------------------------
+    def add_node(self, name: str, fn: NodeFn, *, max_visits: int | None = None) -> None:
+        self._new_node(NodeSpec(name, fn, "function", max_visits))
+
+    def node(
+        self, name: str | None = None, *, max_visits: int | None = None
+    ) -> Callable[[NodeFn], NodeFn]:
+        """Decorator form of :meth:`add_node` (the function name is the default node name)."""
+
+        def register(fn: NodeFn) -> NodeFn:
+            self.add_node(name or str(getattr(fn, "__name__", "node")), fn, max_visits=max_visits)
+            return fn
+
+        return register
+
+    def add_approval(self, name: str, *, prompt: str = "", max_visits: int | None = None) -> None:
+        """A node that pauses the run until approved or rejected; it sets ``state.approved``
+        (and ``state.approval_reason``) when the state model has those fields."""
+        self._new_node(NodeSpec(name, None, "approval", max_visits, prompt))
+
+    def start(self, name: str) -> None:
+        self.entry = name
+
+    def edge(self, src: str, dst: str) -> None:
+        self._new_edge(src, Edge("static", (dst,)))
+
+    def route(self, src: str, router: Callable[[StateT], str], targets: Sequence[str]) -> None:
+        """After ``src``, go to ``router(state)``, which must be one of ``targets``."""
+        self._new_edge(src, Edge("route", tuple(targets), router=router))
+
+    def fan_out(self, src: str, branches: Sequence[str], join: str) -> None:
+        """After ``src``, run ``branches`` concurrently, then ``join`` once all finished.
+        Each branch must lead straight to ``join`` (``edge(branch, join)`` is added)."""
+        if len(branches) < 2:
+            raise WorkflowError(f"{self.name}: fan_out from {src!r} needs two or more branches")
+        self._new_edge(src, Edge("fan_out", tuple(branches), join=join))
+        for b in branches:
+            if b not in self.edges:
+                self.edge(b, join)
+
+    # ---- checking and stepping ------------------------------------------------------------
+    def validate(self) -> None:
+        """Refuse graphs that cannot run: no entry, unknown targets, nodes without a way out."""
+        if self.entry is None or self.entry not in self.nodes:
+            raise WorkflowError(f"workflow {self.name!r}: entry node {self.entry!r} is not defined")
+        for src, edge in self.edges.items():
+            if src not in self.nodes:
+                raise WorkflowError(f"workflow {self.name!r}: edge from unknown node {src!r}")
+            for t in (*edge.targets, *([edge.join] if edge.join else [])):
+                if t != END and t not in self.nodes:
+                    raise WorkflowError(f"workflow {self.name!r}: {src!r} leads to unknown {t!r}")
+        for name in self.nodes:
+            if name not in self.edges:
+                raise WorkflowError(
+                    f"workflow {self.name!r}: node {name!r} has no outgoing edge (use END)"
+                )
+
+    def successors(self, node: str, state: StateT) -> list[str]:
+        """The nodes to run after ``node`` given the state it produced."""
+        edge = self.edges[node]
+        if edge.kind == "static":
+            return list(edge.targets)
+        if edge.kind == "fan_out":
+            return list(edge.targets)
+        assert edge.router is not None
+        choice = edge.router(state)
+        if choice not in edge.targets:
+            raise WorkflowError(
+                f"workflow {self.name!r}: router after {node!r} chose {choice!r}, "
+                f"not one of {list(edge.targets)}"
+            )
+        return [choice]
+
+    def join_of(self, node: str) -> tuple[str, tuple[str, ...]] | None:
+        """``(join, branches)`` when ``node`` fans out."""
+        edge = self.edges[node]
+        if edge.kind == "fan_out" and edge.join is not None:
+            return edge.join, edge.targets
+        return None
+
+    def _new_node(self, spec: NodeSpec) -> None:
+        if spec.name in self.nodes or spec.name == END:
+            raise WorkflowError(f"workflow {self.name!r}: node {spec.name!r} defined twice")
+        self.nodes[spec.name] = spec
+        if self.entry is None:
+            self.entry = spec.name
+
+    def _new_edge(self, src: str, edge: Edge) -> None:
+        if src in self.edges:
+            raise WorkflowError(f"workflow {self.name!r}: node {src!r} already has its edges")
+        self.edges[src] = edge
