@@ -10,6 +10,7 @@ soon as they finish, so a run killed mid-node replays them instead of repeating 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,14 +100,17 @@ class InMemoryCheckpointStore:
         return run_id
 
     async def load(self, run_id: str) -> StoredRun:
-        return copy.deepcopy(self._get(run_id).stored)
+        stored = self._get(run_id).stored
+        return dataclasses.replace(stored, state=dict(stored.state), input=dict(stored.input))
 
     async def checkpoint(
         self, run_id: str, node: str, delta: dict[str, Any], events: list[RunEvent]
     ) -> None:
+        # The runner hands over freshly dumped JSON data it never touches again, so the
+        # delta is kept as is (a deep copy here was most of a node's overhead).
         run = self._get(run_id)
-        run.deltas.append(copy.deepcopy(delta))
-        run.stored.state.update(copy.deepcopy(delta))
+        run.deltas.append(delta)
+        run.stored.state.update(delta)
         for event in events:
             await self.append_event(run_id, event)
 

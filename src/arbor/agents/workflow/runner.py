@@ -200,11 +200,11 @@ class WorkflowRunner(Generic[StateT]):
             async with self._lock:  # merge and checkpoint one node at a time
                 state = self._apply(state, delta, run_id, node)
                 self._advance(node, state, sched)
-                dumped = state.model_dump(mode="json") if delta else {}
+                changed = state.model_dump(mode="json", include=set(delta)) if delta else {}
                 await self.store.checkpoint(
                     run_id,
                     node,
-                    {**{k: dumped[k] for k in delta}, SCHED: sched.dump()},
+                    {**changed, SCHED: sched.dump()},
                     [RunEvent("node_finished", node, {"changed": sorted(delta)})],
                 )
 
@@ -295,7 +295,8 @@ class WorkflowRunner(Generic[StateT]):
             raise WorkflowError(
                 f"node {node!r} returned keys not in the state: {sorted(unknown)}", run_id=run_id
             )
-        merged = {**state.model_dump(), **delta}
+        # Unchanged fields are already valid: hand pydantic the existing values (no dump).
+        merged = {**state.__dict__, **delta}
         return self._validate(merged, run_id, node)
 
     def _validate(self, data: dict[str, Any], run_id: str, node: str = "") -> StateT:

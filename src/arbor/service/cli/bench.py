@@ -51,3 +51,12 @@ def bench_primitives(
 ) -> None:
     """Retry loop vs tenacity, and the fast paths of breaker, limiter and budgets."""
     _run("primitives", ["--out", str(out), *(["--quick"] if quick else [])])
+
+
+@bench_app.command("agents")
+def bench_agents(
+    out: Path = typer.Option(..., "--out", help="Where to write the JSON results."),
+    quick: bool = typer.Option(False, "--quick", help="Few iterations (a smoke run)."),
+) -> None:
+    """Workflow per-node overhead vs LangGraph; agent instantiation vs Agno and PydanticAI."""
+    _run("agents", ["--out", str(out), *(["--quick"] if quick else [])])

@@ -1,0 +1,310 @@
+"""Agents benchmark: per-node workflow overhead (Arbor vs LangGraph) and agent instantiation
+time and memory (Arbor vs Agno vs PydanticAI), side by side in one process run.
+
+    arbor bench agents --out benchmarks/results/agents.json [--quick]
+
+Workflow: the same 5-node linear graph whose nodes each change one key of the state, run many
+times; per-node overhead = wall time per run / 5. Without checkpoints (Arbor's in-memory store,
+LangGraph with no checkpointer) and with SQLite checkpoints (Arbor's database store, LangGraph's
+``AsyncSqliteSaver``), each on a fresh file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import sqlite3
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypedDict
+
+from pydantic import BaseModel
+
+NODES = ["n1", "n2", "n3", "n4", "n5"]
+
+
+class ArborState(BaseModel):
+    n1: int = 0
+    n2: int = 0
+    n3: int = 0
+    n4: int = 0
+    n5: int = 0
+
+
+class LGState(TypedDict):
+    n1: int
+    n2: int
+    n3: int
+    n4: int
+    n5: int
+
+
+async def _per_node_us(run: Callable[[int], Awaitable[None]], runs: int) -> float:
+    for i in range(min(20, runs)):
+        await run(-1 - i)
+    gc.collect()
+    start = time.perf_counter()
+    for i in range(runs):
+        await run(i)
+    return (time.perf_counter() - start) / runs / len(NODES) * 1e6
+
+
+# ---- Arbor -----------------------------------------------------------------------------
+def _arbor_workflow() -> Any:
+    from arbor.agents.workflow import END, Workflow
+
+    wf = Workflow("bench5", ArborState, max_steps=10)
+
+    def make(key: str) -> Any:
+        async def node(state: ArborState, ctx: Any) -> dict[str, int]:
+            return {key: getattr(state, key) + 1}
+
+        return node
+
+    for name in NODES:
+        wf.add_node(name, make(name))
+    for a, b in zip(NODES, NODES[1:], strict=False):
+        wf.edge(a, b)
+    wf.edge(NODES[-1], END)
+    return wf
+
+
+async def arbor_memory(runs: int) -> float:
+    from arbor.agents.workflow import InMemoryCheckpointStore, WorkflowRunner
+
+    runner = WorkflowRunner(_arbor_workflow(), InMemoryCheckpointStore())
+
+    async def run(_: int) -> None:
+        result = await runner.start(ArborState())
+        assert result.state.n5 == 1
+
+    return await _per_node_us(run, runs)
+
+
+async def arbor_sqlite(runs: int, path: Path) -> float | None:
+    try:
+        from arbor.agents.workflow.sql import SQLCheckpointStore
+    except ImportError:
+        return None
+    from arbor.agents.workflow import WorkflowRunner
+    from arbor.store import Database, migrate
+
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await migrate(db)
+    runner = WorkflowRunner(_arbor_workflow(), SQLCheckpointStore(db))
+
+    async def run(_: int) -> None:
+        result = await runner.start(ArborState())
+        assert result.state.n5 == 1
+
+    try:
+        return await _per_node_us(run, runs)
+    finally:
+        await db.dispose()
+
+
+# ---- LangGraph -------------------------------------------------------------------------
+def _langgraph(checkpointer: Any = None) -> Any:
+    from langgraph.graph import END, START, StateGraph
+
+    g = StateGraph(LGState)
+
+    def make(key: str) -> Any:
+        def node(state: LGState) -> dict[str, int]:
+            return {key: state[key] + 1}
+
+        return node
+
+    for name in NODES:
+        g.add_node(name, make(name))
+    g.add_edge(START, NODES[0])
+    for a, b in zip(NODES, NODES[1:], strict=False):
+        g.add_edge(a, b)
+    g.add_edge(NODES[-1], END)
+    return g.compile(checkpointer=checkpointer)
+
+
+async def langgraph_memory(runs: int) -> float:
+    graph = _langgraph()
+    start = dict.fromkeys(NODES, 0)
+
+    async def run(_: int) -> None:
+        out = await graph.ainvoke(start)
+        assert out["n5"] == 1
+
+    return await _per_node_us(run, runs)
+
+
+async def langgraph_sqlite(runs: int, path: Path) -> float:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        graph = _langgraph(saver)
+        start = dict.fromkeys(NODES, 0)
+
+        async def run(i: int) -> None:
+            out = await graph.ainvoke(start, {"configurable": {"thread_id": f"t{i}"}})
+            assert out["n5"] == 1
+
+        return await _per_node_us(run, runs)
+
+
+# ---- agent instantiation -----------------------------------------------------------------
+def _instantiate(make: Callable[[int], Any], n: int) -> dict[str, float]:
+    for i in range(50):
+        make(i)
+    gc.collect()
+    start = time.perf_counter()
+    for i in range(n):
+        make(i)
+    per_us = (time.perf_counter() - start) / n * 1e6
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    keep = [make(i) for i in range(200)]
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    size = sum(s.size_diff for s in after.compare_to(before, "filename")) / len(keep)
+    return {"instantiate_us": per_us, "instantiate_kib": size / 1024}
+
+
+def _agent_makers() -> dict[str, Callable[[int], Any]]:
+    makers: dict[str, Callable[[int], Any]] = {}
+
+    def add(x: int, y: int) -> int:
+        """Add two numbers."""
+        return x + y
+
+    try:
+        from arbor.agents import Agent, tool
+
+        add_tool = tool(add)
+        makers["arbor"] = lambda i: Agent(
+            name=f"a{i}", instructions="You add numbers.", model="test:a", tools=[add_tool]
+        )
+    except ImportError:
+        pass
+    try:
+        from agno.agent import Agent as AgnoAgent
+
+        makers["agno"] = lambda i: AgnoAgent(
+            name=f"a{i}", instructions="You add numbers.", tools=[add]
+        )
+    except ImportError:
+        pass
+    try:
+        from pydantic_ai import Agent as PAgent
+        from pydantic_ai.models.test import TestModel
+
+        model = TestModel()
+        makers["pydantic_ai"] = lambda i: PAgent(
+            model, name=f"a{i}", instructions="You add numbers.", tools=[add]
+        )
+    except ImportError:
+        pass
+    return makers
+
+
+def _targets(c: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    rows: list[tuple[str, float, str, float]] = []
+    a, lg = c.get("arbor", {}), c.get("langgraph", {})
+    if "node_us_memory" in a and "node_us_memory" in lg:
+        rows.append(
+            (
+                "node_overhead_vs_langgraph_memory",
+                lg["node_us_memory"] / a["node_us_memory"],
+                ">=",
+                10.0,
+            )
+        )
+        rows.append(("node_overhead_us_memory", a["node_us_memory"], "<=", 16.0))
+    if a.get("node_us_sqlite") and "node_us_sqlite" in lg:
+        rows.append(
+            (
+                "node_overhead_vs_langgraph_sqlite",
+                lg["node_us_sqlite"] / a["node_us_sqlite"],
+                ">=",
+                3.0,
+            )
+        )
+        rows.append(("node_overhead_ms_sqlite", a["node_us_sqlite"] / 1000, "<=", 0.5))
+    agno = c.get("agno", {})
+    if "instantiate_us" in a and "instantiate_us" in agno:
+        rows.append(
+            ("instantiate_us_vs_agno", a["instantiate_us"] / agno["instantiate_us"], "<", 1.0)
+        )
+        rows.append(
+            ("instantiate_kib_vs_agno", a["instantiate_kib"] / agno["instantiate_kib"], "<", 1.0)
+        )
+        rows.append(("instantiate_us", a["instantiate_us"], "<=", 5.0))
+        rows.append(("instantiate_kib", a["instantiate_kib"], "<=", 3.5))
+    out = []
+    for name, value, op, limit in rows:
+        met = {"<=": value <= limit, ">=": value >= limit, "<": value < limit}[op]
+        out.append({"name": name, "value": round(value, 4), "op": op, "limit": limit, "met": met})
+    return out
+
+
+async def _main(quick: bool) -> dict[str, Any]:
+    runs = 50 if quick else 1000
+    clients: dict[str, dict[str, float]] = {"arbor": {}, "langgraph": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        clients["arbor"]["node_us_memory"] = await arbor_memory(runs)
+        clients["langgraph"]["node_us_memory"] = await langgraph_memory(runs)
+        sq = await arbor_sqlite(runs // 2, Path(tmp) / "arbor.db")
+        if sq is not None:
+            clients["arbor"]["node_us_sqlite"] = sq
+        clients["langgraph"]["node_us_sqlite"] = await langgraph_sqlite(
+            runs // 2, Path(tmp) / "lg.db"
+        )
+    for name, make in _agent_makers().items():
+        clients.setdefault(name, {}).update(_instantiate(make, 500 if quick else 20000))
+    clients = {k: {m: round(v, 3) for m, v in d.items()} for k, d in clients.items()}
+    return {
+        "bench": "agents",
+        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+        },
+        "versions": {d: _version(d) for d in ("arbor", "langgraph", "agno", "pydantic-ai-slim")},
+        "clients": clients,
+        "targets": _targets(clients),
+    }
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(_main(args.quick))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["clients"], indent=2))
+    for t in result["targets"]:
+        print(
+            f"{t['name']:40s} {t['value']:>10} {t['op']} {t['limit']:<6} "
+            f"{'met' if t['met'] else 'MISSED'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
