@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import platform
@@ -72,7 +73,7 @@ def _arbor_workflow() -> Any:
 
     for name in NODES:
         wf.add_node(name, make(name))
-    for a, b in zip(NODES, NODES[1:], strict=False):
+    for a, b in itertools.pairwise(NODES):
         wf.edge(a, b)
     wf.edge(NODES[-1], END)
     return wf
@@ -127,7 +128,7 @@ def _langgraph(checkpointer: Any = None) -> Any:
     for name in NODES:
         g.add_node(name, make(name))
     g.add_edge(START, NODES[0])
-    for a, b in zip(NODES, NODES[1:], strict=False):
+    for a, b in itertools.pairwise(NODES):
         g.add_edge(a, b)
     g.add_edge(NODES[-1], END)
     return g.compile(checkpointer=checkpointer)

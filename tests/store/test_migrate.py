@@ -27,7 +27,16 @@ async def test_migrate_twice_is_idempotent(db_url: str) -> None:
     assert await migrate(db_url) == head
     assert await current_revision(db_url) == head
     async with Database(db_url) as db, db.engine.connect() as conn:
-        assert await conn.run_sync(_tables) == {"alembic_version", "usage_records"}
+        assert await conn.run_sync(_tables) == {
+            "agents",
+            "alembic_version",
+            "approvals",
+            "checkpoints",
+            "events",
+            "idempotency_records",
+            "runs",
+            "usage_records",
+        }
 
 
 async def test_migrate_uses_and_keeps_a_given_database_open(db_url: str) -> None:

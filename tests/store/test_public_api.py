@@ -45,4 +45,5 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (STORE / "migrations" / "env.py").is_file()
     assert (STORE / "migrations" / "script.py.mako").is_file()
     assert (STORE / "migrations" / "versions" / "0001_usage_records.py").is_file()
-    assert arbor.store.head_revision() == "0001"
+    assert (STORE / "migrations" / "versions" / "0002_agents_runs.py").is_file()
+    assert arbor.store.head_revision() == "0002"

@@ -13,17 +13,56 @@ Type choices that hold for both databases:
   float is stored and read back bit for bit; sums are float sums (relative error around
   1e-15, far below a cent on any budget). ``Numeric`` would buy decimal sums at the price of
   ``Decimal`` objects in every caller and SQLite's lossy emulation of it.
+- JSON payloads are :data:`JSONDocument`: ``JSON`` on SQLite, ``JSONB`` on PostgreSQL.
+  Nullable payload columns use ``none_as_null`` so Python ``None`` is SQL ``NULL``.
+- Closed sets of states (run, agent, approval status) are plain strings guarded by a CHECK
+  constraint; the Python side spells them as ``Literal`` types in the repositories.
+
+The agents/workflow tables (``agents``, ``runs``, ``checkpoints``, ``idempotency_records``,
+``events``, ``approvals``) are the durability layer of a workflow run: a checkpoint holds
+only the state keys a node changed (a delta), so storage grows linearly with steps.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Double, Index, Integer, MetaData, String
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["NAMING_CONVENTION", "Base", "UTCDateTime", "UsageRow"]
+__all__ = [
+    "AGENT_STATUSES",
+    "APPROVAL_STATUSES",
+    "NAMING_CONVENTION",
+    "RUN_STATUSES",
+    "AgentRow",
+    "ApprovalRow",
+    "Base",
+    "CheckpointRow",
+    "EventRow",
+    "IdempotencyRow",
+    "JSONDocument",
+    "NullableJSONDocument",
+    "RunRow",
+    "UTCDateTime",
+    "UsageRow",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -32,6 +71,17 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+AGENT_STATUSES = ("enabled", "disabled", "disabled_flapping")
+RUN_STATUSES = ("pending", "running", "waiting_approval", "succeeded", "failed", "cancelled")
+APPROVAL_STATUSES = ("pending", "approved", "rejected")
+
+#: A JSON document: ``JSON`` on SQLite, ``JSONB`` on PostgreSQL (smaller, indexable).
+JSONDocument: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+#: The same for nullable columns: Python ``None`` is stored as SQL ``NULL``.
+NullableJSONDocument: TypeEngine[Any] = JSON(none_as_null=True).with_variant(
+    JSONB(none_as_null=True), "postgresql"
+)
 
 #: Length of Arbor's own ids (``use_`` + 22 characters today), with room to grow.
 ID_LENGTH = 64
@@ -91,3 +141,114 @@ class UsageRow(Base):
         # Budgets and /v1/usage ask "this key, since then".
         Index(None, "key_id", "created_at"),
     )
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=column)
+
+
+def _run_fk() -> ForeignKey:
+    return ForeignKey("runs.id", ondelete="CASCADE")
+
+
+class AgentRow(Base):
+    """A stored agent definition and its supervision state."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    #: Role, instructions, model, tools, memory policy, output type: the agents layer's schema.
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    status: Mapped[str] = mapped_column(String)
+    #: ISO timestamps of recent failures, oldest first, pruned to the flap window.
+    failures: Mapped[list[str]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (_one_of("status", AGENT_STATUSES),)
+
+
+class RunRow(Base):
+    """One workflow run: its lifecycle, input, outcome and where it is."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    input: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    output: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONDocument)
+    error: Mapped[str | None] = mapped_column(Text)
+    current_node: Mapped[str | None] = mapped_column(String)
+    parent_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    thread_id: Mapped[str | None] = mapped_column(String, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        _one_of("status", RUN_STATUSES),
+        # Keyset pagination, newest first, unfiltered and by each list filter.
+        Index(None, "created_at", "id"),
+        Index(None, "status", "created_at", "id"),
+        Index(None, "workflow", "created_at", "id"),
+    )
+
+
+class CheckpointRow(Base):
+    """The state keys one node changed (a delta); folding them in ``seq`` order is the state."""
+
+    __tablename__ = "checkpoints"
+
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), _run_fk(), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(String)
+    delta: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRow(Base):
+    """A completed side effect (LLM call, tool call) of a run, by idempotency key."""
+
+    __tablename__ = "idempotency_records"
+
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), _run_fk(), primary_key=True)
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EventRow(Base):
+    """One event of a run; ``seq`` counts from 1 per run with no gaps (SSE's event id)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), _run_fk())
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String)
+    node: Mapped[str | None] = mapped_column(String)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    # The unique constraint's index serves replay: WHERE run_id = ? AND seq > ? ORDER BY seq.
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+
+class ApprovalRow(Base):
+    """A human decision a paused run waits for."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), _run_fk(), index=True)
+    node: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    decided_by: Mapped[str | None] = mapped_column(String)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (_one_of("status", APPROVAL_STATUSES), Index(None, "status", "created_at"))
