@@ -1,0 +1,45 @@
+"""The agents layer: agents, their tools and their bounded memory.
+
+Everything is passed in explicitly (the LLM client, dependencies, memory); there are no
+global registries, so independent agents coexist in one process.
+"""
+
+from __future__ import annotations
+
+from arbor.agents.agent import (
+    Agent,
+    AgentError,
+    AgentEvent,
+    AgentResult,
+    InstructionsError,
+    MaxStepsExceededError,
+    OutputValidationError,
+    RunFinished,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallRecord,
+    ToolCallStarted,
+)
+from arbor.agents.memory import Memory, MemoryPolicy
+from arbor.agents.tools import Tool, ToolContext, ToolResult, tool
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentEvent",
+    "AgentResult",
+    "InstructionsError",
+    "MaxStepsExceededError",
+    "Memory",
+    "MemoryPolicy",
+    "OutputValidationError",
+    "RunFinished",
+    "TextDelta",
+    "Tool",
+    "ToolCallFinished",
+    "ToolCallRecord",
+    "ToolCallStarted",
+    "ToolContext",
+    "ToolResult",
+    "tool",
+]

@@ -1,0 +1,308 @@
+"""The agent loop behind :meth:`Agent.run` and :meth:`Agent.run_stream`, and its parts:
+instruction rendering, tool dispatch, stream assembly and output parsing.
+
+One driver serves both: it yields events, and ``run`` keeps only the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ValidationError
+
+# ``agent`` imports this module; a module import (not ``from``) tolerates the cycle because
+# names are looked up only when a run executes.
+import arbor.agents.agent as _agent
+from arbor.agents.memory import Memory
+from arbor.agents.tools import Tool, ToolContext, ToolResult
+from arbor.llm.client import LLMClient
+from arbor.llm.types import CallContext, ChatRequest, Message, StreamChunk, ToolCall, Usage
+
+__all__ = [
+    "StreamAssembler",
+    "add_usage",
+    "call_tools",
+    "drive",
+    "parse_output",
+    "render_instructions",
+    "response_format",
+]
+
+
+REASK = (
+    "Your reply did not match the required output schema: {problem}. "
+    "Reply again with only a JSON object that matches the schema."
+)
+
+
+async def drive(
+    agent: _agent.Agent[Any],
+    prompt: str,
+    client: LLMClient,
+    deps: Any,
+    memory: Memory | None,
+    context: CallContext | None,
+    *,
+    stream: bool,
+) -> AsyncGenerator[_agent.AgentEvent, None]:
+    """Run ``agent`` on ``prompt``; the last event is :class:`RunFinished` (or it raises)."""
+    ctx = agent.call_context(context)
+    model = agent.model or client.settings.default_model
+    memory = memory if memory is not None else agent.new_memory(client, model)
+    if agent.instructions:
+        memory.add(Message.system(agent.render_instructions(deps, run_id=ctx.run_id or "")))
+    run = _Run(agent, client, ctx, model, memory)
+    run.remember(Message.user(prompt))
+    while True:
+        if memory.needs_compaction:
+            await memory.compact()
+        if stream:
+            async for delta in run.stream_reply():
+                yield delta
+            reply = run.last_reply
+        else:
+            reply = await run.complete_reply()
+        if reply.tool_calls:
+            async for event in run.tool_round(reply):
+                yield event
+            continue
+        finished = run.finish(reply)
+        if finished is not None:
+            yield finished
+            return
+
+
+class _Run:
+    """The state of one run: the conversation so far and the running totals."""
+
+    def __init__(
+        self,
+        agent: _agent.Agent[Any],
+        client: LLMClient,
+        ctx: CallContext,
+        model: str,
+        memory: Memory,
+    ) -> None:
+        self.agent = agent
+        self.client = client
+        self.ctx = ctx
+        self.run_id = ctx.run_id or ""
+        self.model = model
+        self.memory = memory
+        self.new: list[Message] = []
+        self.specs = [t.spec() for t in agent.tools] or None
+        self.tools = {t.name: t for t in agent.tools}
+        self.format = response_format(agent.output_type)
+        self.usage = Usage()
+        self.cost = 0.0
+        self.steps = 0
+        self.reasks = 0
+        self.records: list[_agent.ToolCallRecord] = []
+        self.last_reply = Message.assistant(None)
+
+    def remember(self, message: Message) -> None:
+        self.memory.add(message)
+        self.new.append(message)
+
+    def request(self) -> ChatRequest:
+        return ChatRequest(
+            model=self.model,
+            messages=self.memory.messages(),
+            tools=self.specs,
+            response_format=self.format,
+            temperature=self.agent.temperature,
+            context=self.ctx,
+        )
+
+    def account(self, usage: Usage, cost: float) -> None:
+        self.usage = add_usage(self.usage, usage)
+        self.cost += cost
+        self.steps += 1
+
+    async def complete_reply(self) -> Message:
+        response = await self.client.complete(self.request())
+        self.account(response.usage, response.cost_usd)
+        return response.message
+
+    async def stream_reply(self) -> AsyncIterator[_agent.TextDelta]:
+        assembler = StreamAssembler()
+        async for chunk in self.client.stream(self.request()):
+            assembler.add(chunk)
+            if chunk.content:
+                yield _agent.TextDelta(chunk.content)
+        self.account(assembler.usage, assembler.cost_usd)
+        self.last_reply = assembler.message()
+
+    async def tool_round(self, reply: Message) -> AsyncIterator[_agent.AgentEvent]:
+        agent = self.agent
+        calls = reply.tool_calls or []
+        # Re-asks for valid output do not count: max_steps bounds the tool loop.
+        if self.steps - self.reasks >= agent.max_steps:
+            raise _agent.MaxStepsExceededError(
+                f"agent {agent.name!r} was still calling tools after {agent.max_steps} step(s)",
+                max_steps=agent.max_steps,
+                agent=agent.name,
+                run_id=self.run_id,
+            )
+        self.remember(reply)
+        for call in calls:
+            yield _agent.ToolCallStarted(call)
+        results = await call_tools(self.tools, calls, self.run_id, agent.name)
+        for call, result in zip(calls, results, strict=True):
+            self.records.append(_agent.ToolCallRecord(call, result))
+            self.remember(Message.tool(call.id, result.content))
+            yield _agent.ToolCallFinished(call, result)
+
+    def finish(self, reply: Message) -> _agent.RunFinished[Any] | None:
+        """The final event, or ``None`` after queueing a re-ask for invalid output."""
+        agent = self.agent
+        self.remember(reply)
+        text = reply.content or ""
+        value, problem = parse_output(text, agent.output_type)
+        if problem is None:
+            result = _agent.AgentResult[Any](
+                value, self.new, self.usage, self.cost, self.steps, self.records, self.run_id
+            )
+            return _agent.RunFinished(result)
+        if self.reasks >= agent.max_output_retries:
+            raise _agent.OutputValidationError(
+                f"agent {agent.name!r}: output does not match {agent.output_type.__name__} "
+                f"after {self.reasks + 1} attempt(s): {problem}",
+                last_output=text,
+                attempts=self.reasks + 1,
+                agent=agent.name,
+                run_id=self.run_id,
+            )
+        self.reasks += 1
+        self.remember(Message.user(REASK.format(problem=problem)))
+        return None
+
+
+@functools.cache
+def _environment() -> SandboxedEnvironment:
+    # Sandboxed: instructions may come from YAML files or the store, not only from code.
+    # StrictUndefined: a missing variable is a bug, not an empty string in a prompt.
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _template(source: str) -> jinja2.Template:
+    return _environment().from_string(source)
+
+
+def render_instructions(source: str, variables: Mapping[str, Any]) -> str:
+    """Render a Jinja2 template; raises jinja2 errors (the caller adds context)."""
+    if "{" not in source:  # the common case of plain text skips Jinja entirely
+        return source
+    return _template(source).render(**variables)
+
+
+def add_usage(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
+        estimated=a.estimated or b.estimated,
+    )
+
+
+async def call_tools(
+    tools: Mapping[str, Tool], calls: Sequence[ToolCall], run_id: str, agent: str
+) -> list[ToolResult]:
+    """Run every call concurrently; results in call order. Unknown tools are errors the
+    model can read, like any other tool failure."""
+
+    async def one(call: ToolCall) -> ToolResult:
+        found = tools.get(call.name)
+        if found is None:
+            known = ", ".join(sorted(tools)) or "none"
+            return ToolResult.failure(f"unknown tool '{call.name}' (available: {known})")
+        context = ToolContext(
+            run_id=run_id,
+            agent=agent,
+            tool_call_id=call.id,
+            idempotency_key=f"{run_id}:{agent}:{call.id}",
+        )
+        return await found.invoke(call.arguments, context)
+
+    if len(calls) == 1:
+        return [await one(calls[0])]
+    return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
+def response_format(output_type: type[Any]) -> dict[str, Any] | None:
+    """JSON-schema output for pydantic output types; ``None`` for plain text."""
+    if output_type is str:
+        return None
+    assert issubclass(output_type, BaseModel)
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": output_type.__name__, "schema": output_type.model_json_schema()},
+    }
+
+
+def parse_output(text: str, output_type: type[Any]) -> tuple[Any, str | None]:
+    """``(value, None)`` or ``(None, what is wrong)`` in words the model can act on."""
+    if output_type is str:
+        return text, None
+    try:
+        return output_type.model_validate_json(_strip_fence(text)), None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'output'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        return None, problems
+
+
+def _strip_fence(text: str) -> str:
+    """Small models like to wrap JSON in a Markdown fence; accept that."""
+    body = text.strip()
+    if body.startswith("```") and body.endswith("```"):
+        body = body[3:-3]
+        body = body.split("\n", 1)[1] if "\n" in body else body
+    return body
+
+
+@dataclass
+class _PendingCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StreamAssembler:
+    """Builds the assistant message, usage and cost from a stream's chunks."""
+
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, _PendingCall] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+
+    def add(self, chunk: StreamChunk) -> None:
+        if chunk.content:
+            self.text.append(chunk.content)
+        for delta in chunk.tool_calls or ():
+            pending = self.calls.setdefault(delta.index, _PendingCall())
+            pending.id = delta.id or pending.id
+            pending.name = delta.name or pending.name
+            if delta.arguments:
+                pending.arguments.append(delta.arguments)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.cost_usd is not None:
+            self.cost_usd = chunk.cost_usd
+
+    def message(self) -> Message:
+        calls = [
+            ToolCall(id=p.id, name=p.name, arguments="".join(p.arguments) or "{}")
+            for _, p in sorted(self.calls.items())
+        ]
+        return Message.assistant("".join(self.text) or None, tool_calls=calls or None)
