@@ -4,8 +4,13 @@ import ast
 from pathlib import Path
 
 import arbor.store
+import arbor.store._util
+import arbor.store.agents
+import arbor.store.approvals
 import arbor.store.engine
+import arbor.store.events
 import arbor.store.migrator
+import arbor.store.runs
 import arbor.store.tables
 import arbor.store.usage
 
@@ -16,9 +21,29 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
     names = arbor.store.__all__
     assert names == sorted(names)
     public = {n for n in vars(arbor.store) if not n.startswith("_")}
-    modules = {"annotations", "engine", "migrator", "tables", "usage"}
+    modules = {
+        "agents",
+        "annotations",
+        "approvals",
+        "engine",
+        "events",
+        "migrator",
+        "runs",
+        "tables",
+        "usage",
+    }
     assert set(names) == public - modules
-    for module in (arbor.store.engine, arbor.store.migrator, arbor.store.tables, arbor.store.usage):
+    for module in (
+        arbor.store._util,
+        arbor.store.agents,
+        arbor.store.approvals,
+        arbor.store.engine,
+        arbor.store.events,
+        arbor.store.migrator,
+        arbor.store.runs,
+        arbor.store.tables,
+        arbor.store.usage,
+    ):
         # Order within modules is ruff's RUF022 (constants, classes, functions).
         assert all(hasattr(module, n) for n in module.__all__)
 

@@ -6,12 +6,44 @@
 
 from __future__ import annotations
 
+from arbor.store.agents import AgentExistsError, AgentRecord, AgentRepository, AgentStatus
+from arbor.store.approvals import ApprovalRecord, ApprovalRepository, ApprovalStatus
 from arbor.store.engine import Database, create_engine, database_url
+from arbor.store.events import EventRecord, EventRepository, NewEvent
 from arbor.store.migrator import alembic_config, current_revision, head_revision, migrate
+from arbor.store.runs import (
+    CheckpointRecord,
+    CheckpointResult,
+    IdempotentRecord,
+    RunPage,
+    RunRecord,
+    RunRepository,
+    RunState,
+    RunStatus,
+    fold_deltas,
+)
 from arbor.store.usage import UsageGroupBy, UsageRecord, UsageRepository, UsageSummaryRow
 
 __all__ = [
+    "AgentExistsError",
+    "AgentRecord",
+    "AgentRepository",
+    "AgentStatus",
+    "ApprovalRecord",
+    "ApprovalRepository",
+    "ApprovalStatus",
+    "CheckpointRecord",
+    "CheckpointResult",
     "Database",
+    "EventRecord",
+    "EventRepository",
+    "IdempotentRecord",
+    "NewEvent",
+    "RunPage",
+    "RunRecord",
+    "RunRepository",
+    "RunState",
+    "RunStatus",
     "UsageGroupBy",
     "UsageRecord",
     "UsageRepository",
@@ -20,6 +52,7 @@ __all__ = [
     "create_engine",
     "current_revision",
     "database_url",
+    "fold_deltas",
     "head_revision",
     "migrate",
 ]
