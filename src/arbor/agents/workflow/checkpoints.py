@@ -66,6 +66,8 @@ class CheckpointStore(Protocol):
 
     async def record_idempotent(self, run_id: str, key: str, value: Any) -> None: ...
 
+    async def request_approval(self, run_id: str, node: str) -> None: ...
+
     async def decide_approval(
         self, run_id: str, node: str, approved: bool, reason: str = "", by: str = ""
     ) -> None: ...
@@ -141,6 +143,9 @@ class InMemoryCheckpointStore:
 
     async def record_idempotent(self, run_id: str, key: str, value: Any) -> None:
         self._get(run_id).done.setdefault(key, copy.deepcopy(value))
+
+    async def request_approval(self, run_id: str, node: str) -> None:
+        self._get(run_id).stored.status = "waiting_approval"
 
     async def decide_approval(
         self, run_id: str, node: str, approved: bool, reason: str = "", by: str = ""

@@ -254,6 +254,7 @@ class WorkflowRunner(Generic[StateT]):
     async def _approval(self, ctx: NodeContext, prompt: str) -> dict[str, Any]:
         decision = await self.store.approval(ctx.run_id, ctx.node)
         if decision is None:
+            await self.store.request_approval(ctx.run_id, ctx.node)
             await self.store.set_status(ctx.run_id, "waiting_approval")
             await self.store.append_event(
                 ctx.run_id, RunEvent("approval_requested", ctx.node, {"prompt": prompt})

@@ -1,0 +1,109 @@
+"""The durable checkpoint store: runs, checkpoints, idempotent outputs, events and approvals in
+the database (SQLite by default, PostgreSQL by URL), each checkpoint one transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arbor.agents.workflow.checkpoints import RunEvent, StoredRun
+from arbor.store import (
+    ApprovalRepository,
+    Database,
+    EventRepository,
+    NewEvent,
+    RunRepository,
+)
+
+__all__ = ["SQLCheckpointStore"]
+
+
+class SQLCheckpointStore:
+    """Implements :class:`~arbor.agents.workflow.checkpoints.CheckpointStore` on the store.
+
+    Each checkpoint is fenced by the sequence number this process last saw, so two processes
+    resuming the same run cannot both write: the second gets a WorkflowError.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.runs = RunRepository(db)
+        self.event_log = EventRepository(db)
+        self.approvals = ApprovalRepository(db)
+        self._seq: dict[str, int] = {}
+
+    async def create_run(self, workflow: str, input: dict[str, Any]) -> str:
+        return (await self.runs.create(workflow, input)).id
+
+    async def load(self, run_id: str) -> StoredRun:
+        run = await self.runs.get(run_id)
+        folded = await self.runs.load_state(run_id)
+        self._seq[run_id] = folded.last_seq
+        return StoredRun(
+            id=run.id,
+            workflow=run.workflow,
+            status=run.status,
+            input=dict(run.input),
+            state={**run.input, **folded.state},
+            output=run.output,
+            error=run.error,
+        )
+
+    async def checkpoint(
+        self, run_id: str, node: str, delta: dict[str, Any], events: list[RunEvent]
+    ) -> None:
+        result = await self.runs.checkpoint(
+            run_id,
+            node,
+            delta,
+            events=[NewEvent(type=e.type, node=e.node, data=e.data) for e in events],
+            expected_seq=self._seq.get(run_id),
+        )
+        self._seq[run_id] = result.checkpoint.seq
+
+    async def set_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        output: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self.runs.update(run_id, status=status, output=output, error=error)  # type: ignore[arg-type]
+
+    async def append_event(self, run_id: str, event: RunEvent) -> None:
+        record = await self.event_log.append(run_id, event.type, node=event.node, data=event.data)
+        event.seq = record.seq
+
+    async def events(self, run_id: str, after_seq: int = 0) -> list[RunEvent]:
+        return [
+            RunEvent(e.type, e.node, e.data, e.seq)
+            for e in await self.event_log.list(run_id, after_seq=after_seq, limit=100_000)
+        ]
+
+    async def get_idempotent(self, run_id: str, key: str) -> tuple[bool, Any]:
+        record = await self.runs.get_idempotent(run_id, key)
+        return (False, None) if record is None else (True, record.value)
+
+    async def record_idempotent(self, run_id: str, key: str, value: Any) -> None:
+        await self.runs.record_idempotent(run_id, key, value)
+
+    async def request_approval(self, run_id: str, node: str) -> None:
+        latest = await self.approvals.latest(run_id, node)
+        if latest is None or latest.status != "pending":
+            await self.approvals.request(run_id, node)
+
+    async def decide_approval(
+        self, run_id: str, node: str, approved: bool, reason: str = "", by: str = ""
+    ) -> None:
+        latest = await self.approvals.latest(run_id, node)
+        if latest is None:
+            latest = await self.approvals.request(run_id, node)
+        await self.approvals.decide(
+            latest.id, approved=approved, decided_by=by or "unknown", reason=reason or None
+        )
+
+    async def approval(self, run_id: str, node: str) -> tuple[bool, str] | None:
+        latest = await self.approvals.latest(run_id, node)
+        if latest is None or latest.status == "pending":
+            return None
+        return latest.status == "approved", latest.reason or ""
