@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_python_blocks_run(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no python example"
+    outputs = []
     for i, code in enumerate(blocks):
         script = tmp_path / f"example_{i}.py"
         script.write_text(code)
@@ -24,7 +24,10 @@ def test_readme_python_blocks_run(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
         assert proc.returncode == 0, f"README example {i} failed:\n{proc.stderr}"
-        assert "Mock reply" in proc.stdout
+        outputs.append(proc.stdout)
+    assert len(outputs) == 2
+    assert "Mock reply" in outputs[0]  # the LLM client example
+    assert outputs[1].strip() == "succeeded 5 True"  # the agents and workflows example
 
 
 def test_readme_gives_exactly_the_two_setup_commands() -> None:
