@@ -20,11 +20,22 @@ from arbor.agents.agent import (
     ToolCallRecord,
     ToolCallStarted,
 )
+from arbor.agents.definitions import (
+    AgentDefinition,
+    AgentDefinitionError,
+    AgentDisabledError,
+    RoleAgent,
+    Supervisor,
+    load_definitions,
+)
 from arbor.agents.memory import Memory, MemoryPolicy
 from arbor.agents.tools import Tool, ToolContext, ToolResult, tool
 
 __all__ = [
     "Agent",
+    "AgentDefinition",
+    "AgentDefinitionError",
+    "AgentDisabledError",
     "AgentError",
     "AgentEvent",
     "AgentResult",
@@ -33,7 +44,9 @@ __all__ = [
     "Memory",
     "MemoryPolicy",
     "OutputValidationError",
+    "RoleAgent",
     "RunFinished",
+    "Supervisor",
     "TextDelta",
     "Tool",
     "ToolCallFinished",
@@ -41,5 +54,6 @@ __all__ = [
     "ToolCallStarted",
     "ToolContext",
     "ToolResult",
+    "load_definitions",
     "tool",
 ]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from arbor.service.cli.agents import agents_app
 from arbor.service.cli.bench import bench_app
 from arbor.service.cli.chat import chat
 from arbor.service.cli.doctor import doctor
 from arbor.service.cli.mock import mock_upstream
+from arbor.service.cli.run import run
+from arbor.service.cli.runs import runs_app
 
 __all__ = ["app", "main"]
 
@@ -22,6 +25,9 @@ app.command("doctor")(doctor)
 app.command("chat")(chat)
 app.command("mock-upstream")(mock_upstream)
 app.add_typer(bench_app, name="bench")
+app.command("run")(run)
+app.add_typer(runs_app, name="runs")
+app.add_typer(agents_app, name="agents")
 
 
 def main() -> None:
