@@ -30,6 +30,7 @@ async def test_migrate_twice_is_idempotent(db_url: str) -> None:
         assert await conn.run_sync(_tables) == {
             "agents",
             "alembic_version",
+            "api_keys",
             "approvals",
             "checkpoints",
             "events",

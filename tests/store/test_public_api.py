@@ -9,6 +9,7 @@ import arbor.store.agents
 import arbor.store.approvals
 import arbor.store.engine
 import arbor.store.events
+import arbor.store.keys
 import arbor.store.migrator
 import arbor.store.runs
 import arbor.store.tables
@@ -27,6 +28,7 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
         "approvals",
         "engine",
         "events",
+        "keys",
         "migrator",
         "runs",
         "tables",
@@ -39,6 +41,7 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
         arbor.store.approvals,
         arbor.store.engine,
         arbor.store.events,
+        arbor.store.keys,
         arbor.store.migrator,
         arbor.store.runs,
         arbor.store.tables,
@@ -71,4 +74,5 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (STORE / "migrations" / "script.py.mako").is_file()
     assert (STORE / "migrations" / "versions" / "0001_usage_records.py").is_file()
     assert (STORE / "migrations" / "versions" / "0002_agents_runs.py").is_file()
-    assert arbor.store.head_revision() == "0002"
+    assert (STORE / "migrations" / "versions" / "0003_api_keys.py").is_file()
+    assert arbor.store.head_revision() == "0003"

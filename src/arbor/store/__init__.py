@@ -10,6 +10,7 @@ from arbor.store.agents import AgentExistsError, AgentRecord, AgentRepository, A
 from arbor.store.approvals import ApprovalRecord, ApprovalRepository, ApprovalStatus
 from arbor.store.engine import Database, create_engine, database_url
 from arbor.store.events import EventRecord, EventRepository, NewEvent
+from arbor.store.keys import KeyRecord, KeyRepository, KeyScope, KeyStatus, NewKey
 from arbor.store.migrator import alembic_config, current_revision, head_revision, migrate
 from arbor.store.runs import (
     CheckpointRecord,
@@ -38,7 +39,12 @@ __all__ = [
     "EventRecord",
     "EventRepository",
     "IdempotentRecord",
+    "KeyRecord",
+    "KeyRepository",
+    "KeyScope",
+    "KeyStatus",
     "NewEvent",
+    "NewKey",
     "RunPage",
     "RunRecord",
     "RunRepository",

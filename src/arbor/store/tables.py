@@ -52,6 +52,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "RUN_STATUSES",
     "AgentRow",
+    "ApiKeyRow",
     "ApprovalRow",
     "Base",
     "CheckpointRow",
@@ -252,3 +253,30 @@ class ApprovalRow(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (_one_of("status", APPROVAL_STATUSES), Index(None, "status", "created_at"))
+
+
+class ApiKeyRow(Base):
+    """An API key of the service: only a SHA-256 of the key is kept, never the key itself.
+
+    ``prefix`` is a non-secret handle printed in the key (``arb_<prefix>_<secret>``), so a
+    request finds its row by an indexed equality and then compares hashes in constant time.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    #: Granted scopes ("read", "run", "admin"); a wider scope implies the narrower ones.
+    scopes: Mapped[list[str]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    budget_usd: Mapped[float | None] = mapped_column(Double)
+
+    # Lists are newest first.
+    __table_args__ = (Index(None, "created_at", "id"),)
