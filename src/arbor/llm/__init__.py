@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from arbor.llm.client import LLMClient
-    from arbor.llm.model import Model
+    from arbor.llm.model import EmbeddingModel, EmbeddingsNotSupportedError, Model
     from arbor.llm.types import (
         CallContext,
         ChatRequest,
         ChatResponse,
+        EmbeddingRequest,
+        EmbeddingResponse,
         Message,
         StreamChunk,
         ToolCall,
@@ -27,6 +29,10 @@ __all__ = [
     "CallContext",
     "ChatRequest",
     "ChatResponse",
+    "EmbeddingModel",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "EmbeddingsNotSupportedError",
     "LLMClient",
     "Message",
     "Model",
@@ -41,7 +47,12 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'arbor.llm' has no attribute {name!r}")
-    module = {"LLMClient": "client", "Model": "model"}.get(name, "types")
+    module = {
+        "EmbeddingModel": "model",
+        "EmbeddingsNotSupportedError": "model",
+        "LLMClient": "client",
+        "Model": "model",
+    }.get(name, "types")
     value = getattr(importlib.import_module(f"arbor.llm.{module}"), name)
     globals()[name] = value
     return value

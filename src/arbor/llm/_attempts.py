@@ -29,11 +29,13 @@ from arbor.llm.breaker import BreakerRegistry
 from arbor.llm.model import Model
 from arbor.llm.ratelimit import RateLimiter, Reservation
 from arbor.llm.retry import RetryPolicy
-from arbor.llm.types import ChatRequest, Message, StreamChunk
+from arbor.llm.types import ChatRequest, EmbeddingRequest, Message, StreamChunk
 
 __all__ = ["AttemptRunner", "truncate_messages"]
 
 T = TypeVar("T")
+#: What an attempt sends: a chat request (which may be truncated) or an embedding request.
+R = TypeVar("R", ChatRequest, EmbeddingRequest)
 Limits = Sequence[tuple[str, ModelLimits]]
 log = structlog.get_logger("arbor.llm")
 
@@ -118,16 +120,16 @@ class AttemptRunner:
 
     async def run(
         self,
-        request: ChatRequest,
-        call: Callable[[ChatRequest], Awaitable[T]],
+        request: R,
+        call: Callable[[R], Awaitable[T]],
         tokens_of: Callable[[T], int],
         reserve: Callable[[], int],
         extra_limits: Limits = (),
-    ) -> tuple[T, ChatRequest]:
+    ) -> tuple[T, R]:
         """Call until success or give up; returns the result and the request that won
         (which differs from ``request`` when the prompt was truncated)."""
 
-        async def once(req: ChatRequest) -> T:
+        async def once(req: R) -> T:
             return await self._within_total(call(req))
 
         result, leases, used = await self._loop(request, once, reserve, extra_limits)
@@ -156,11 +158,11 @@ class AttemptRunner:
 
     async def _loop(
         self,
-        request: ChatRequest,
-        once: Callable[[ChatRequest], Awaitable[T]],
+        request: R,
+        once: Callable[[R], Awaitable[T]],
         reserve: Callable[[], int],
         extra_limits: Limits,
-    ) -> tuple[T, list[Reservation], ChatRequest]:
+    ) -> tuple[T, list[Reservation], R]:
         attempt = 0
         truncated = False
         while True:
@@ -173,7 +175,11 @@ class AttemptRunner:
                 raise
             except ArborError as exc:
                 await self._settle(leases, 0)
-                if isinstance(exc, ContextTooLongError) and not truncated:
+                if (
+                    isinstance(exc, ContextTooLongError)
+                    and not truncated
+                    and isinstance(request, ChatRequest)  # texts to embed are not cut
+                ):
                     self.breakers.record_failure(self.model_id, exc)  # returns a trial permit
                     shorter = self._truncate(request)
                     if shorter is not None:

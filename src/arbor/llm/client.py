@@ -35,7 +35,14 @@ from arbor.llm.pricing import PriceTable
 from arbor.llm.providers.registry import ModelRegistry
 from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter, Reservation
 from arbor.llm.retry import RetryPolicy
-from arbor.llm.types import ChatRequest, ChatResponse, Message, StreamChunk
+from arbor.llm.types import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Message,
+    StreamChunk,
+)
 from arbor.llm.usage import UsageSink
 
 __all__ = ["LLMClient"]
@@ -149,6 +156,29 @@ class LLMClient:
                 if started or last or not _falls_back(exc):
                     raise
                 log.warning("llm.fallback", model=model_id, error=exc.kind, next=chain[i + 1])
+
+    async def embed(
+        self,
+        request: EmbeddingRequest | None = None,
+        /,
+        *,
+        model: str | None = None,
+        input: str | Sequence[str] | None = None,
+        **params: Any,
+    ) -> EmbeddingResponse:
+        """Vectors for texts, through budget, limits, breaker and retries (no cache, no
+        fallbacks). A model without embeddings raises
+        :class:`~arbor.llm.model.EmbeddingsNotSupportedError`."""
+        from arbor.llm._embed import embed_call
+
+        if request is None:
+            if input is None:
+                raise TypeError("embed() needs an EmbeddingRequest or input=")
+            texts = [input] if isinstance(input, str) else list(input)
+            request = EmbeddingRequest.model_validate(
+                {"model": model or self.settings.default_model, "input": texts, **params}
+            )
+        return await embed_call(self, self._runner(request.model), request)
 
     def set_key_limits(self, key_id: str, limits: ModelLimits | None) -> None:
         """Per-API-key requests/min and tokens/min, applied on top of model limits."""

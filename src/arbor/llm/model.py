@@ -11,9 +11,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from arbor.llm.types import ChatRequest, ChatResponse, Message, StreamChunk
+from arbor.core.errors import ArborError
+from arbor.llm.types import ChatRequest, ChatResponse, Message, StreamChunk, Usage
 
-__all__ = ["Model"]
+__all__ = ["EmbeddingModel", "EmbeddingsNotSupportedError", "Model"]
+
+
+class EmbeddingsNotSupportedError(ArborError):
+    """The model has no embeddings endpoint (a chat-only model such as a local GGUF): the
+    request is wrong, not the upstream, so the service answers 400."""
+
+    kind = "unsupported"
+
+    def __init__(self, message: str, *, model: str = "") -> None:
+        super().__init__(message)
+        self.model = model
 
 
 @runtime_checkable
@@ -38,4 +50,19 @@ class Model(Protocol):
 
     async def aclose(self) -> None:
         """Release connections, threads or weights."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingModel(Protocol):
+    """A model that can also embed text (OpenAI-compatible providers)."""
+
+    provider: str
+    name: str
+
+    async def embed(
+        self, inputs: list[str], *, dimensions: int | None = None
+    ) -> tuple[list[list[float]], Usage]:
+        """One attempt: one vector per input, in order, and the usage (estimated if the
+        server reports none)."""
         ...

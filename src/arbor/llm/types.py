@@ -14,6 +14,8 @@ __all__ = [
     "CallContext",
     "ChatRequest",
     "ChatResponse",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
     "Message",
     "Role",
     "StreamChunk",
@@ -156,3 +158,32 @@ class StreamChunk(_Model):
     usage: Usage | None = None
     cost_usd: float | None = None
     cached: bool = False
+
+
+class EmbeddingRequest(_Model):
+    """Texts to embed with one model; goes through the same limits, breaker, retries and
+    usage accounting as a chat call (never through fallbacks: another model's vectors live
+    in a different space)."""
+
+    model: str
+    input: list[str] = Field(min_length=1)
+    #: Output dimensions, for models that can shorten their vectors.
+    dimensions: int | None = Field(None, ge=1)
+    context: CallContext = Field(default_factory=CallContext)
+
+    @property
+    def provider(self) -> str:
+        return self.model.partition(":")[0]
+
+    @property
+    def model_name(self) -> str:
+        return self.model.partition(":")[2]
+
+
+class EmbeddingResponse(_Model):
+    model: str
+    #: One vector per input, in input order.
+    vectors: list[list[float]]
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0

@@ -222,9 +222,15 @@ class OpenAICompatibleModel:
             await self._client.aclose()
 
     # ---- other endpoints ----------------------------------------------------------------
-    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], Usage]:
-        """Embeddings of ``inputs`` in order, and the usage (estimated if not reported)."""
-        body = dumps({"model": self.name, "input": inputs, "encoding_format": "float"})
+    async def embed(
+        self, inputs: list[str], *, dimensions: int | None = None
+    ) -> tuple[list[list[float]], Usage]:
+        """Embeddings of ``inputs`` in order, and the usage (estimated if not reported).
+        Implements :class:`~arbor.llm.model.EmbeddingModel`."""
+        payload: dict[str, Any] = {"model": self.name, "input": inputs, "encoding_format": "float"}
+        if dimensions is not None:
+            payload["dimensions"] = dimensions
+        body = dumps(payload)
         data = await self._request_json("POST", self._client.url("embeddings"), body)
         try:
             rows = sorted(data["data"], key=lambda r: r.get("index", 0))
