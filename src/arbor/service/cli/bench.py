@@ -60,3 +60,19 @@ def bench_agents(
 ) -> None:
     """Workflow per-node overhead vs LangGraph; agent instantiation vs Agno and PydanticAI."""
     _run("agents", ["--out", str(out), *(["--quick"] if quick else [])])
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    out: Path = typer.Option(..., "--out", help="Where to write the JSON results."),
+    quick: bool = typer.Option(False, "--quick", help="Few requests (a smoke run)."),
+    only: list[str] = typer.Option(
+        [], "--only", help="Measure only these targets: direct, arbor, litellm (repeatable)."
+    ),
+) -> None:
+    """`arbor serve` vs LiteLLM's proxy vs direct, in front of the same mock upstream."""
+    bad = sorted(set(only) - {"direct", "arbor", "litellm"})
+    if bad:
+        fail(f"--only takes direct, arbor or litellm, not {', '.join(bad)}", EXIT_USAGE)
+    args = ["--out", str(out), *(["--quick"] if quick else [])]
+    _run("gateway", [*args, *(["--only", *only] if only else [])])
