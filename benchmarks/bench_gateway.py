@@ -205,9 +205,10 @@ def litellm_proxy(upstream: str, work: Path) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def arbor_server(upstream: str, work: Path) -> Iterator[Target]:
+def arbor_server(upstream: str, work: Path, profile: Path | None = None) -> Iterator[Target]:
     """``arbor serve``: one worker, a fresh SQLite home, the ``openai:`` provider pointed at
-    the mock, the LLM cache off, and a bootstrap admin key."""
+    the mock, the LLM cache off, and a bootstrap admin key; under cProfile with ``profile``
+    (the stats are written when the server exits on SIGTERM)."""
     port, key = _free_port(), "arbor-bench-" + secrets.token_hex(16)
     home = work / "arbor-home"
     home.mkdir()
@@ -223,7 +224,8 @@ def arbor_server(upstream: str, work: Path) -> Iterator[Target]:
         "ARBOR_LLM__CACHE__ENABLED": "false",
         "ARBOR_LOG_LEVEL": "warning",
     }
-    cmd = [sys.executable, "-m", "arbor.service.cli", "serve"]
+    prof = ["-m", "cProfile", "-o", str(profile.resolve())] if profile else []
+    cmd = [sys.executable, *prof, "-m", "arbor.service.cli", "serve"]
     ready = f"http://127.0.0.1:{port}/healthz"
     with _process(cmd, env, work, work / "arbor.log", ready, timeout=60) as proc:
         yield Target("arbor", f"http://127.0.0.1:{port}/v1", f"openai:{MODEL}", key, proc.pid)
@@ -392,9 +394,9 @@ def _version(dist: str) -> str:
 
 
 @contextlib.contextmanager
-def _target(name: str, upstream: str, work: Path) -> Iterator[Target]:
+def _target(name: str, upstream: str, work: Path, profile: Path | None) -> Iterator[Target]:
     if name == "arbor":
-        with arbor_server(upstream, work) as target:
+        with arbor_server(upstream, work, profile) as target:
             yield target
     elif name == "litellm":
         with litellm_proxy(upstream, work) as target:
@@ -413,7 +415,7 @@ def _loop_run(coro: Coroutine[Any, Any, dict[str, float]]) -> dict[str, float]:
     return uvloop.run(coro)
 
 
-def run(quick: bool, only: list[str] | None) -> dict[str, Any]:
+def run(quick: bool, only: list[str] | None, profile: Path | None = None) -> dict[str, Any]:
     from arbor.testing.mock_upstream import spawn_mock_upstream
 
     n: dict[str, float] = (
@@ -429,7 +431,7 @@ def run(quick: bool, only: list[str] | None) -> dict[str, Any]:
     ):
         for name in names:  # one gateway up at a time: an idle one takes no CPU from the other
             print(f"bench gateway: {name} ...", file=sys.stderr, flush=True)
-            with _target(name, upstream, Path(tmp)) as target:
+            with _target(name, upstream, Path(tmp), profile) as target:
                 clients[name] = _loop_run(measure(target, n))
     _added(clients)
     cpus = os.cpu_count()
@@ -450,9 +452,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests")
     parser.add_argument("--only", nargs="*", choices=TARGETS, help="a subset of the targets")
+    parser.add_argument(
+        "--profile-arbor", type=Path, help="run arbor serve under cProfile, stats to this file"
+    )
     args = parser.parse_args()
     try:
-        result = run(args.quick, args.only)
+        result = run(args.quick, args.only, args.profile_arbor)
     except BenchError as exc:
         print(f"bench gateway: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
