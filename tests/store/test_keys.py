@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from arbor.core.errors import AuthError, NotFoundError
 from arbor.store import Database, KeyRepository
-from arbor.store.keys import hash_key, implied_scopes
+from arbor.store.keys import KeyRevokedError, hash_key, implied_scopes
 from arbor.store.tables import ApiKeyRow
 
 
@@ -77,7 +77,7 @@ async def test_rotate_keeps_the_id_and_refuses_the_old_secret(db: Database) -> N
         await keys.verify(old.key)
     assert (await keys.verify(new.key)).id == old.record.id
     await keys.revoke(old.record.id)
-    with pytest.raises(AuthError, match="revoked"):
+    with pytest.raises(KeyRevokedError, match="revoked"):
         await keys.rotate(old.record.id)
 
 

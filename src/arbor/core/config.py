@@ -30,6 +30,7 @@ __all__ = [
     "Price",
     "ProviderSettings",
     "RetrySettings",
+    "ServiceSettings",
     "Settings",
     "TimeoutSettings",
     "load_settings",
@@ -123,6 +124,30 @@ class LLMSettings(_Section):
     local_context: int = Field(2048, ge=256)
 
 
+class ServiceSettings(_Section):
+    """The HTTP service (``arbor serve``): ``ARBOR_SERVICE__CORS_ORIGINS='["https://a.b"]'``."""
+
+    #: Origins allowed to call the API from a browser; empty means cross-origin is denied.
+    cors_origins: list[str] = Field(default_factory=list)
+    #: Largest request body accepted, in bytes (413 beyond it).
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    #: Whether ``/metrics`` needs an API key (read scope).
+    metrics_require_key: bool = False
+    #: Signs dashboard session and CSRF tokens; a random one per process when unset
+    #: (sessions then end on restart).
+    session_secret: SecretStr | None = None
+    #: Seconds ``arbor serve`` waits for in-flight requests and streams on SIGTERM.
+    shutdown_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} must be http(s)://host[:port] or *")
+        return [o.rstrip("/") for o in v]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ARBOR_",
@@ -159,6 +184,7 @@ class Settings(BaseSettings):
     trace_console: bool = False
 
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -31,7 +31,7 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from arbor.core.errors import AuthError, NotFoundError
+from arbor.core.errors import ArborError, AuthError, NotFoundError
 from arbor.core.ids import new_id
 from arbor.store._util import aware, utcnow
 from arbor.store.engine import Database
@@ -42,6 +42,7 @@ __all__ = [
     "SCOPES",
     "KeyRecord",
     "KeyRepository",
+    "KeyRevokedError",
     "KeyScope",
     "KeyStatus",
     "NewKey",
@@ -89,6 +90,12 @@ def _handle(key: str) -> str | None:
 def _new_key() -> tuple[str, str]:
     handle = "".join(secrets.choice(_ALPHABET) for _ in range(_HANDLE_LEN))
     return f"{KEY_PREFIX}{handle}_{secrets.token_urlsafe(32)}", handle
+
+
+class KeyRevokedError(ArborError):
+    """The key is revoked, so it cannot be changed that way (rotated)."""
+
+    kind = "conflict"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,7 +328,7 @@ class KeyRepository:
             if row is None:
                 raise NotFoundError(f"API key {key_id!r} not found")
             if row.revoked_at is not None:
-                raise AuthError(f"API key {key_id} is revoked; create a new one")
+                raise KeyRevokedError(f"API key {key_id} is revoked; create a new one")
             row.prefix = handle
             row.hash = hash_key(key)
         return NewKey(_record(row), key)

@@ -38,7 +38,7 @@ def settings_or_exit(**overrides: object) -> Settings:
 
 
 def _secret_values(settings: Settings) -> list[SecretStr]:
-    values = [settings.openai_api_key, settings.admin_key]
+    values = [settings.openai_api_key, settings.admin_key, settings.service.session_secret]
     values += [p.api_key for p in settings.providers.values()]
     return [v for v in values if v is not None]
 

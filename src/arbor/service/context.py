@@ -1,0 +1,117 @@
+"""Everything a request handler needs, built once per app and passed in — never a global.
+
+:func:`open_context` opens the database (migrated to head), an :class:`LLMClient` whose usage
+lands in that database, the key repository (storing the ``ARBOR_ADMIN_KEY`` bootstrap key),
+the durable checkpoint store and the metrics registry. Two apps with two contexts can live in
+one process (tests do that). :meth:`ServiceContext.aclose` stops runs first (they stay
+resumable), then flushes usage, then closes the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from arbor.agents.workflow.sql import SQLCheckpointStore
+from arbor.core.config import Settings
+from arbor.core.errors import ConfigError
+from arbor.core.logging import Redactor
+from arbor.core.metrics import Metrics
+from arbor.llm.client import LLMClient
+from arbor.llm.model import Model
+from arbor.llm.usage import StoreUsageSink
+from arbor.service.auth import Authenticator
+from arbor.service.http_metrics import HTTPMetrics
+from arbor.store import Database, KeyRepository, UsageRepository, migrate
+
+if TYPE_CHECKING:
+    from arbor.service.runs import RunManager
+
+__all__ = ["ServiceContext", "open_context"]
+
+log = structlog.get_logger("arbor.service")
+
+
+@dataclass(kw_only=True)
+class ServiceContext:
+    """The service's long-lived parts; handlers reach it through ``deps.Ctx``."""
+
+    settings: Settings
+    db: Database
+    client: LLMClient
+    keys: KeyRepository
+    checkpoints: SQLCheckpointStore
+    metrics: Metrics
+    auth: Authenticator
+    #: Scrubs secrets (configured keys and anything key-shaped) from error details.
+    redactor: Redactor = field(default_factory=Redactor)
+    runs: RunManager | None = None
+    #: Request counts and latencies on ``metrics``' registry (made from it when not given).
+    http_metrics: HTTPMetrics | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.http_metrics is None:
+            self.http_metrics = HTTPMetrics(self.metrics)
+
+    async def aclose(self) -> None:
+        """Stop runs (resumable), flush usage records, close the database. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.runs is not None:
+                await self.runs.aclose()
+        finally:
+            try:
+                await self.client.aclose()
+            finally:
+                await self.db.dispose()
+
+
+async def open_context(
+    settings: Settings, *, models: Mapping[str, Model] | None = None
+) -> ServiceContext:
+    """Open the service's parts from ``settings``; ``models`` serves model ids with given
+    :class:`Model` objects (tests pass ScriptedModel/FunctionModel doubles)."""
+    db = Database.from_settings(settings)
+    client: LLMClient | None = None
+    try:
+        await migrate(db)
+        metrics = Metrics()
+        usage = UsageRepository(db)
+        client = LLMClient(
+            settings, models=models, metrics=metrics, usage_sink=StoreUsageSink(usage)
+        )
+        keys = KeyRepository(db)
+        secrets = _secrets(settings)
+        if settings.admin_key is not None:
+            try:
+                await keys.ensure_bootstrap(settings.admin_key.get_secret_value())
+            except ValueError as exc:
+                raise ConfigError(str(exc), variable="ARBOR_ADMIN_KEY") from None
+            log.info("keys.bootstrap_admin_key_ready")
+    except BaseException:
+        if client is not None:
+            await client.aclose()
+        await db.dispose()
+        raise
+    return ServiceContext(
+        settings=settings,
+        db=db,
+        client=client,
+        keys=keys,
+        checkpoints=SQLCheckpointStore(db),
+        metrics=metrics,
+        auth=Authenticator(keys, client, usage),
+        redactor=Redactor(secrets),
+    )
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [settings.openai_api_key, settings.admin_key, settings.service.session_secret]
+    values += [p.api_key for p in settings.providers.values()]
+    return [v.get_secret_value() for v in values if v is not None]

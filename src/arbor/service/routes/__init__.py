@@ -1,0 +1,16 @@
+"""One router module per resource; :func:`arbor.service.app.create_app` includes every router
+in :data:`ROUTERS` (add yours with a one-line edit)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from arbor.service.routes.health import router as health_router
+from arbor.service.routes.keys import router as keys_router
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health_router,
+    keys_router,
+)
