@@ -7,10 +7,12 @@ from fastapi import APIRouter
 
 from arbor.service.routes.health import router as health_router
 from arbor.service.routes.keys import router as keys_router
+from arbor.service.routes.openai import router as openai_router
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (
     health_router,
     keys_router,
+    openai_router,
 )
