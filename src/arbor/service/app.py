@@ -41,6 +41,8 @@ def create_app(ctx: ServiceContext | None = None, *, settings: Settings | None =
         if app.state.ctx is None:
             owned = app.state.ctx = await open_context(resolved)
         try:
+            if app.state.ctx.runs is not None:  # continue runs a stopped server left behind
+                await app.state.ctx.runs.resume_interrupted()
             yield
         finally:
             if owned is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -25,10 +24,8 @@ from arbor.llm.model import Model
 from arbor.llm.usage import StoreUsageSink
 from arbor.service.auth import Authenticator
 from arbor.service.http_metrics import HTTPMetrics
+from arbor.service.runs import RunManager, WorkflowFactory
 from arbor.store import Database, KeyRepository, UsageRepository, migrate
-
-if TYPE_CHECKING:
-    from arbor.service.runs import RunManager
 
 __all__ = ["ServiceContext", "open_context"]
 
@@ -73,9 +70,13 @@ class ServiceContext:
 
 
 async def open_context(
-    settings: Settings, *, models: Mapping[str, Model] | None = None
+    settings: Settings,
+    *,
+    models: Mapping[str, Model] | None = None,
+    workflows: Mapping[str, WorkflowFactory] | None = None,
 ) -> ServiceContext:
-    """Open the service's parts from ``settings``; ``models`` serves model ids with given
+    """Open the service's parts from ``settings``; ``workflows`` adds workflows the run
+    manager serves besides the built-ins; ``models`` serves model ids with given
     :class:`Model` objects (tests pass ScriptedModel/FunctionModel doubles)."""
     db = Database.from_settings(settings)
     client: LLMClient | None = None
@@ -99,15 +100,17 @@ async def open_context(
             await client.aclose()
         await db.dispose()
         raise
+    checkpoints = SQLCheckpointStore(db)  # one store (one event hub) for runs and handlers
     return ServiceContext(
         settings=settings,
         db=db,
         client=client,
         keys=keys,
-        checkpoints=SQLCheckpointStore(db),
+        checkpoints=checkpoints,
         metrics=metrics,
         auth=Authenticator(keys, client, usage),
         redactor=Redactor(secrets),
+        runs=RunManager(checkpoints, client, workflows=workflows),
     )
 
 

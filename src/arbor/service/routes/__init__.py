@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from arbor.service.routes.agents import router as agents_router
 from arbor.service.routes.health import router as health_router
 from arbor.service.routes.keys import router as keys_router
 from arbor.service.routes.openai import router as openai_router
+from arbor.service.routes.runs import router as runs_router
+from arbor.service.routes.usage import router as usage_router
 
 __all__ = ["ROUTERS"]
 
@@ -15,4 +18,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health_router,
     keys_router,
     openai_router,
+    runs_router,
+    agents_router,
+    usage_router,
 )
