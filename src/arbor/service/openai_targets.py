@@ -117,16 +117,24 @@ class AgentTarget:
             self._deps = {"task": text}
         memory = agent.new_memory(self.ctx.client)
         memory.extend(_history(self.messages))
+        # Rendered here so that a variable the input lacks is a 400 naming it, before the
+        # response starts.
+        try:
+            instructions = agent.render_instructions(self._deps, run_id=self.run_id)
+        except InstructionsError as exc:
+            takes = (
+                f" (the role's variables: {', '.join(agent.role.variables)})"
+                if isinstance(agent, RoleAgent)
+                else ""
+            )
+            raise InvalidRequestError(
+                f"{exc}: send the last user message as a JSON object with the variables the "
+                f"agent's instructions use{takes}"
+            ) from None
         if isinstance(agent, RoleAgent):
-            # The role's template is the agent's instructions (rendered here so that a
-            # missing variable is a 400 naming it, before the response starts).
-            try:
-                memory.add(Message.system(agent.render_instructions(self._deps)))
-            except InstructionsError as exc:
-                raise InvalidRequestError(
-                    f"{exc} (send the last user message as a JSON object with the role's "
-                    f"variables: {', '.join(agent.role.variables)})"
-                ) from None
+            # The run loop adds only non-empty ``instructions``; a role agent keeps its
+            # template elsewhere, so its rendered role prompt is put in place here.
+            memory.add(Message.system(instructions))
         self._agent, self._memory = agent, memory
 
     async def _failed(self) -> None:

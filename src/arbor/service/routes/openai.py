@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
+from arbor.agents.agent import AgentError
 from arbor.agents.workflow.builtin import BUILTIN_WORKFLOWS
 from arbor.core.errors import ArborError, ConfigError, ProviderHTTPError, UnknownModelError
 from arbor.core.ids import new_id
@@ -97,7 +98,12 @@ def _validation_problem(errors: Any) -> Problem:
 def _problem(exc: ArborError) -> Problem:
     problem = problem_for(exc)
     status, headers = problem.status, dict(problem.headers)
-    if isinstance(exc, ProviderHTTPError) and exc.status_code in (400, 404, 422):
+    if isinstance(exc, AgentError) and status == 500:
+        # An agent model that could not produce an answer (invalid output after re-asks,
+        # an endless tool loop): a bad upstream answer, not a server bug.
+        status = 502
+        problem = Problem(502, exc.message, exc.kind)
+    elif isinstance(exc, ProviderHTTPError) and exc.status_code in (400, 404, 422):
         # The upstream refused the request itself (a bad tool schema, an unknown model):
         # the caller's to fix, so say it as the upstream did (its message is masked).
         status = 404 if exc.status_code == 404 else 400
