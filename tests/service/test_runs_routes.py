@@ -152,10 +152,13 @@ async def test_the_stream_follows_a_run_live_from_a_resume_point(
     )
     await asyncio.sleep(0.1)
     assert not stream.done()  # still waiting for the run
+    running = (await http.get(f"/v1/runs/{run_id}")).json()  # reading never disturbs it
+    assert running["status"] == "running" and running["state"]["steps"] == ["first"]
     blocker.release.set()
     events = sse((await asyncio.wait_for(stream, 30)).text)
     assert events[0]["id"] == so_far[-1].seq + 1
     assert [e["event"] for e in events][-2:] == ["node_finished", "run_finished"]
+    assert (await runs.wait(run_id, timeout=30)).status == "succeeded"
 
 
 async def test_approve_resumes_a_paused_run_recording_the_keys_name(
@@ -168,7 +171,12 @@ async def test_approve_resumes_a_paused_run_recording_the_keys_name(
     assert ("sign_off", "waiting_approval") in [(n["name"], n["status"]) for n in paused["nodes"]]
     assert [a["status"] for a in paused["approvals"]] == ["pending"]
 
-    response = await http.post(f"/v1/runs/{run_id}/approve", json={"reason": "ship it"})
+    wrong = await http.post(f"/v1/runs/{run_id}/approve", json={"node": "prepare"})
+    assert wrong.status_code == 409
+    assert "no pending approval for node 'prepare' (pending: sign_off)" in wrong.json()["detail"]
+    response = await http.post(
+        f"/v1/runs/{run_id}/approve", json={"reason": "ship it", "node": "sign_off"}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["status"] in ("pending", "running", "succeeded")
     await runs.wait(run_id, timeout=30)

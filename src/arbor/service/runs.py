@@ -255,9 +255,12 @@ class RunManager:
         log.info("run.cancelled", run_id=run_id)
         return record
 
-    async def decide(self, run_id: str, approved: bool, reason: str, by: str) -> str:
-        """Approve or reject the run's pending approval as ``by``, then resume the run in
-        the background; returns the node decided. RunConflictError if nothing is pending."""
+    async def decide(
+        self, run_id: str, approved: bool, reason: str, by: str, *, node: str | None = None
+    ) -> str:
+        """Approve or reject the run's pending approval (of ``node``, default the latest
+        one) as ``by``, then resume the run in the background; returns the node decided.
+        RunConflictError if nothing (or not that node) is pending."""
         self._check_open()
         run = await self.store.runs.get(run_id)
         pending = await self.store.approvals.list(run_id=run_id, status="pending")
@@ -265,13 +268,19 @@ class RunManager:
             raise RunConflictError(
                 f"run {run_id!r} has no pending approval (it is {run.status})", run_id=run_id
             )
+        target = node or pending[-1].node
+        if not any(a.node == target for a in pending):
+            waiting = ", ".join(sorted({a.node for a in pending}))
+            raise RunConflictError(
+                f"run {run_id!r} has no pending approval for node {target!r} (pending: {waiting})",
+                run_id=run_id,
+            )
         if self.active(run_id):  # the task is still writing its pause: let it stop first
             await self.wait(run_id)
-        node = pending[-1].node
-        await self.store.decide_approval(run_id, node, approved, reason, by=by)
+        await self.store.decide_approval(run_id, target, approved, reason, by=by)
         await self.resume(run_id)
-        log.info("run.decided", run_id=run_id, node=node, approved=approved, by=by)
-        return node
+        log.info("run.decided", run_id=run_id, node=target, approved=approved, by=by)
+        return target
 
     # ---- events -------------------------------------------------------------------------
     async def watch(

@@ -53,6 +53,9 @@ class DecisionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field("", max_length=4000, description="Why; kept with the decision.")
+    node: str | None = Field(
+        None, max_length=200, description="The approval node (default: the pending one)."
+    )
 
 
 class RunPublic(BaseModel):
@@ -136,11 +139,13 @@ async def get_run(run_id: str, ctx: Ctx, _key: ReadKey) -> RunDetail:
     runs = _manager(ctx.runs)
     store = runs.store
     run = await store.runs.get(run_id)
-    stored = await store.load(run_id)
+    # The repository, not ``store.load``: that also resets the store's checkpoint fence,
+    # which the manager's runner of this very run relies on.
+    folded = await store.runs.load_state(run_id)
     events = await store.event_log.list(run_id, limit=1_000_000)
     approvals = await store.approvals.list(run_id=run_id)
     options = await runs.options(run_id)
-    state = {k: v for k, v in stored.state.items() if not k.startswith("__")}
+    state = {k: v for k, v in {**run.input, **folded.state}.items() if not k.startswith("__")}
     return RunDetail(
         **_public(run).model_dump(),
         model=options.model,
@@ -212,7 +217,8 @@ async def _decide(
     runs: RunManager | None, run_id: str, approved: bool, body: DecisionCreate | None, by: str
 ) -> RunPublic:
     manager = _manager(runs)
-    await manager.decide(run_id, approved, body.reason if body else "", by)
+    body = body or DecisionCreate()
+    await manager.decide(run_id, approved, body.reason, by, node=body.node)
     return _public(await manager.store.runs.get(run_id))
 
 
