@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from _workflows import gate, review_reply, slow
 from fastapi import FastAPI
 
@@ -345,3 +347,46 @@ async def test_the_context_drives_runs_on_its_own_checkpoint_store(
     assert isinstance(service_ctx.runs, RunManager)
     assert service_ctx.runs.store is service_ctx.checkpoints
     assert service_ctx.runs.client is service_ctx.client
+
+
+async def test_live_stream_under_uvicorn_arrives_as_it_happens_and_a_disconnect_frees_it(
+    app: FastAPI, service_ctx: ServiceContext, runs: RunManager, blocker: Slow, admin_key: str
+) -> None:
+    """Over a real socket: events reach the client while the run is still going, and a
+    client that hangs up releases its watcher (the run itself carries on)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    hub = service_ctx.checkpoints.hub
+    try:
+        for _ in range(3000):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        assert server.started
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as c:
+            run_id = await start(c, "slow", task="t")
+            seen: list[str] = []
+            async with c.stream("GET", f"/v1/runs/{run_id}/events") as response:
+                assert response.status_code == 200
+                async for line in response.aiter_lines():
+                    if line.startswith("event:"):
+                        seen.append(line.partition(":")[2].strip())
+                    if seen[-1:] == ["node_started"] and seen.count("node_started") == 2:
+                        break  # the blocking node has started: the run is mid-way
+                assert hub.watchers() == 1
+            for _ in range(200):  # the server notices the hang-up and closes the stream
+                if hub.watchers() == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert hub.watchers() == 0
+            assert runs.active(run_id)
+            blocker.release.set()
+            assert (await runs.wait(run_id, timeout=30)).status == "succeeded"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+        sock.close()
