@@ -15,6 +15,7 @@ from arbor.core.config import Settings
 from arbor.core.errors import NotFoundError, WorkflowError
 from arbor.llm.client import LLMClient
 from arbor.llm.types import ChatRequest
+from arbor.service.cli.run import OPTIONS_EVENT as CLI_OPTIONS_EVENT
 from arbor.service.runs import OPTIONS_EVENT, RunConflictError, RunInputError, RunManager
 from arbor.store import Database, RunRepository, migrate
 from arbor.testing import FunctionModel
@@ -153,7 +154,7 @@ async def test_an_escaping_exception_is_logged_and_fails_the_run(manager: RunMan
             return {"steps": ["step"]}
 
         def router(state: SlowState) -> str:
-            raise KeyError("no route")
+            raise KeyError("no route to postgresql://arbor:hunter2@db/arbor")
 
         wf.add_node("step", step)
         wf.route("step", router, [END])
@@ -166,6 +167,30 @@ async def test_an_escaping_exception_is_logged_and_fails_the_run(manager: RunMan
     assert run.error is not None and run.error.startswith("KeyError:")
     events = await manager.store.events(run_id)
     assert events[-1].type == "run_failed" and "no route" in events[-1].data["error"]
+    assert "hunter2" not in run.error and "hunter2" not in events[-1].data["error"]
+
+
+async def test_a_broken_graph_is_refused_before_anything_is_stored(
+    manager: RunManager, database: Database
+) -> None:
+    def dangling(model: str | None) -> Workflow[SlowState]:
+        wf = Workflow("dangling", SlowState)
+
+        async def step(state: SlowState, ctx: NodeContext) -> dict[str, Any]:
+            return {}
+
+        wf.add_node("step", step)  # no outgoing edge
+        return wf
+
+    manager._workflows["dangling"] = dangling
+    with pytest.raises(WorkflowError, match="no outgoing edge"):
+        await manager.start("dangling", {"task": "t"})
+    assert (await RunRepository(database).list()).runs == []
+
+
+def test_the_options_event_is_the_one_arbor_run_reads() -> None:
+    """``arbor run --resume`` and ``arbor runs approve`` find a service run's model."""
+    assert OPTIONS_EVENT == CLI_OPTIONS_EVENT
 
 
 async def test_shutdown_leaves_runs_resumable_and_a_restart_finishes_them_once(

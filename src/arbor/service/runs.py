@@ -29,6 +29,7 @@ from arbor.agents.workflow.graph import Workflow
 from arbor.agents.workflow.runner import WorkflowRunner
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.core.errors import ArborError, NotFoundError, WorkflowError
+from arbor.core.logging import Redactor
 from arbor.llm.client import LLMClient
 from arbor.service.errors import ConflictError, InvalidRequestError
 from arbor.service.keyed import for_key
@@ -52,6 +53,7 @@ WorkflowFactory = Callable[[str | None], Workflow[Any]]
 OPTIONS_EVENT = "cli_options"
 _ACTIVE: tuple[RunStatus, ...] = ("pending", "running", "waiting_approval")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_.-]+:\S+$")
+_REDACTOR = Redactor()
 
 
 class RunInputError(InvalidRequestError):
@@ -136,10 +138,12 @@ class RunManager:
         except NotFoundError as exc:
             raise RunInputError(str(exc), field="workflow") from None
         state = _validate(wf.state_type, input)
+        options = RunOptions(model, key_id)
+        runner = self._runner(wf, options)  # checks the graph before anything is stored
         run_id = await self.store.create_run(wf.name, state.model_dump(mode="json"))
-        options = {"model": model, "key_id": key_id}
-        await self.store.append_event(run_id, RunEvent(OPTIONS_EVENT, data=options))
-        self._spawn(run_id, wf, RunOptions(model, key_id))
+        data = {"model": model, "key_id": key_id}
+        await self.store.append_event(run_id, RunEvent(OPTIONS_EVENT, data=data))
+        self._spawn(run_id, runner)
         return run_id
 
     async def resume(self, run_id: str) -> None:
@@ -151,7 +155,7 @@ class RunManager:
         if run.status in TERMINAL_STATUSES:
             raise RunConflictError(f"run {run_id!r} is {run.status}", run_id=run_id)
         options = await self.options(run_id)
-        self._spawn(run_id, self.workflow(run.workflow, options.model), options)
+        self._spawn(run_id, self._runner(self.workflow(run.workflow, options.model), options))
 
     async def resume_interrupted(self) -> list[str]:
         """Resume every run a dead process left ``pending`` or ``running`` (called at
@@ -188,9 +192,11 @@ class RunManager:
         task = self._tasks.get(run_id)
         return task is not None and not task.done()
 
-    def _spawn(self, run_id: str, wf: Workflow[Any], options: RunOptions) -> None:
+    def _runner(self, wf: Workflow[Any], options: RunOptions) -> WorkflowRunner[Any]:
         client = for_key(self.client, options.key_id) if self.client is not None else None
-        runner = WorkflowRunner(wf, self.store, client=client)
+        return WorkflowRunner(wf, self.store, client=client)
+
+    def _spawn(self, run_id: str, runner: WorkflowRunner[Any]) -> None:
         task = asyncio.create_task(self._drive(runner, run_id), name=f"run:{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda t: self._forget(run_id, t))
@@ -209,7 +215,8 @@ class RunManager:
         except Exception as exc:
             log.exception("run.crashed", run_id=run_id)
             kind = exc.kind if isinstance(exc, ArborError) else type(exc).__name__
-            await self._mark_failed(run_id, f"{kind}: {exc}")
+            # Shown by the API: scrubbed of anything secret-shaped (URLs with passwords...).
+            await self._mark_failed(run_id, _REDACTOR.text(f"{kind}: {exc}"))
 
     async def _mark_failed(self, run_id: str, message: str) -> None:
         try:
