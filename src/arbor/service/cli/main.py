@@ -8,9 +8,11 @@ from arbor.service.cli.agents import agents_app
 from arbor.service.cli.bench import bench_app
 from arbor.service.cli.chat import chat
 from arbor.service.cli.doctor import doctor
+from arbor.service.cli.keys import keys_app
 from arbor.service.cli.mock import mock_upstream
 from arbor.service.cli.run import run
 from arbor.service.cli.runs import runs_app
+from arbor.service.cli.serve import serve
 
 __all__ = ["app", "main"]
 
@@ -28,6 +30,8 @@ app.add_typer(bench_app, name="bench")
 app.command("run")(run)
 app.add_typer(runs_app, name="runs")
 app.add_typer(agents_app, name="agents")
+app.add_typer(keys_app, name="keys")
+app.command("serve")(serve)
 
 
 def main() -> None:

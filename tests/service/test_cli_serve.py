@@ -1,0 +1,141 @@
+"""``arbor serve`` as a real process: it serves, and on SIGTERM drains in-flight requests and
+streams before exiting 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from arbor.testing.mock_upstream import spawn_mock_upstream
+
+ADMIN = "serve-test-admin-key-0123456789abcdefghijkl"
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"arbor serve exited early with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("arbor serve did not become healthy")
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    # Each reply takes 1.5 s; streams send 6 chunks 0.3 s apart.
+    with spawn_mock_upstream(latency_ms=1500, chunks=6, chunk_delay_ms=300) as url:
+        yield url
+
+
+@pytest.fixture
+def server(tmp_path: Path, upstream: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ARBOR_HOME": str(tmp_path / "home"),
+        "ARBOR_ADMIN_KEY": ADMIN,
+        "ARBOR_PROVIDERS__MOCK__BASE_URL": upstream,
+        "ARBOR_PROVIDERS__MOCK__API_KEY": "sk-mock-0000000000",
+        "ARBOR_DEFAULT_MODEL": "mock:mock-1",
+        "ARBOR_LLM__CACHE__ENABLED": "false",
+        "ARBOR_SERVICE__SHUTDOWN_TIMEOUT": "20",
+        "ARBOR_LOG_FORMAT": "json",
+        "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])),
+    }
+    cmd = [sys.executable, "-m", "arbor.service.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def _chat(base: str, *, stream: bool) -> tuple[int, str]:
+    body = {
+        "model": "mock:mock-1",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": stream,
+    }
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with (
+        httpx.Client(timeout=30.0) as client,
+        client.stream("POST", f"{base}/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        return r.status_code, r.read().decode()
+
+
+@pytest.mark.slow
+def test_serve_drains_in_flight_requests_and_streams_on_sigterm(
+    server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    base, proc = server
+    _wait_healthy(base, proc)
+    assert httpx.get(f"{base}/readyz", timeout=5).json()["status"] == "ready"
+    with ThreadPoolExecutor(2) as pool:
+        plain = pool.submit(_chat, base, stream=False)
+        streamed = pool.submit(_chat, base, stream=True)
+        time.sleep(0.7)  # both are in flight, waiting on the upstream
+        sent_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        status, text = plain.result(timeout=30)
+        assert status == 200, text
+        assert '"chat.completion"' in text.replace(" ", "")
+        status, text = streamed.result(timeout=30)
+        assert status == 200, text
+        assert text.rstrip().endswith("data: [DONE]")
+        assert text.count("chat.completion.chunk") >= 6
+    assert proc.wait(timeout=30) == 0
+    assert time.monotonic() - sent_at < 20
+    assert proc.stdout is not None
+    log = proc.stdout.read()
+    assert "Shutting down" in log and ADMIN not in log
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{base}/healthz", timeout=1.0)
+
+
+def test_serve_refuses_a_bad_setting_with_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "ARBOR_HOME": str(tmp_path),
+        "ARBOR_ADMIN_KEY": "short",
+        "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])),
+    }
+    cmd = [sys.executable, "-m", "arbor.service.cli", "serve", "--port", str(_free_port())]
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "ARBOR_ADMIN_KEY" in done.stderr and "Traceback" not in done.stderr
+    assert "short" not in done.stderr
