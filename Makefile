@@ -23,9 +23,9 @@ $(VENV)/.synced: pyproject.toml uv.lock | uv
 
 deps: $(VENV)/.synced
 
-## The main job on embedded defaults: chat with the bundled local model.
+## The main job on embedded defaults: the API on 127.0.0.1:8000 (local model, SQLite).
 run: deps
-	$(VENV)/bin/arbor chat
+	$(VENV)/bin/arbor serve
 
 ## Services the tests need (PostgreSQL, Redis), installed with apt when running as root.
 services:
