@@ -17,20 +17,16 @@ from arbor.llm.client import LLMClient
 from arbor.llm.types import ChatRequest
 from arbor.service.cli.run import OPTIONS_EVENT as CLI_OPTIONS_EVENT
 from arbor.service.runs import OPTIONS_EVENT, RunConflictError, RunInputError, RunManager
-from arbor.store import Database, RunRepository, migrate
+from arbor.store import Database, RunRepository
 from arbor.testing import FunctionModel
 
 SETTINGS = Settings(llm={"cache": {"enabled": False}})
 
 
 @pytest.fixture
-async def database(sqlite_url: str) -> AsyncIterator[Database]:
-    db = Database(sqlite_url)
-    await migrate(db)
-    try:
-        yield db
-    finally:
-        await db.dispose()
+def database(db: Database) -> Database:
+    """A migrated database: SQLite, and PostgreSQL (marked ``postgres``)."""
+    return db
 
 
 @pytest.fixture
@@ -194,7 +190,7 @@ def test_the_options_event_is_the_one_arbor_run_reads() -> None:
 
 
 async def test_shutdown_leaves_runs_resumable_and_a_restart_finishes_them_once(
-    db: Database,
+    database: Database,
 ) -> None:
     """A process stopped mid-review: the restarted one resumes the run from its checkpoint
     (the writer's call is not repeated) with the model and key it was started with."""
@@ -208,17 +204,17 @@ async def test_shutdown_leaves_runs_resumable_and_a_restart_finishes_them_once(
 
     first_model = FunctionModel(stuck_review)
     async with LLMClient(SETTINGS, models={"test:a": first_model}) as first_client:
-        first = RunManager(SQLCheckpointStore(db), first_client)
+        first = RunManager(SQLCheckpointStore(database), first_client)
         run_id = await first.start("review-loop", {"task": "t"}, model="test:a", key_id="key_9")
         await asyncio.wait_for(entered.wait(), 30)
         await first.aclose()
-    assert (await RunRepository(db).get(run_id)).status == "running"
+    assert (await RunRepository(database).get(run_id)).status == "running"
     with pytest.raises(WorkflowError, match="shut down"):
         await first.start("review-loop", {"task": "t"})
 
     second_model = FunctionModel(review_reply)
     async with LLMClient(SETTINGS, models={"test:a": second_model}) as second_client:
-        second = RunManager(SQLCheckpointStore(db), second_client)
+        second = RunManager(SQLCheckpointStore(database), second_client)
         try:
             assert await second.resume_interrupted() == [run_id]
             run = await second.wait(run_id, timeout=30)
@@ -229,7 +225,7 @@ async def test_shutdown_leaves_runs_resumable_and_a_restart_finishes_them_once(
     assert len(first_model.calls) == 2 and len(second_model.calls) == 1
     assert "JSON object" in (second_model.calls[0].messages[-1].content or "")
     assert second_model.calls[0].context.key_id == "key_9"
-    types = [e.type for e in await SQLCheckpointStore(db).events(run_id)]
+    types = [e.type for e in await SQLCheckpointStore(database).events(run_id)]
     assert types.count("node_finished") == 2 and "run_resumed" in types
 
 
