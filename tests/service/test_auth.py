@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from arbor.llm.types import CallContext, ChatRequest, Message
 from arbor.service.auth import Principal, RequestRateLimiter, presented_key
 from arbor.service.context import ServiceContext
 from arbor.service.errors import RequestRateLimitedError
+from arbor.store import KeyRepository
 
 MakeHTTP = Callable[..., httpx.AsyncClient]
 
@@ -236,3 +239,31 @@ async def test_keys_never_reach_the_logs(
     assert "saw" in text
     assert admin_key not in text and created["key"] not in text
     assert created["key"].split("_", 2)[2] not in text
+
+
+async def test_changes_from_another_process_apply_within_the_cache_time(
+    make_http: MakeHTTP, service_ctx: ServiceContext
+) -> None:
+    """Another process's repository (the ``arbor keys`` CLI) does not notify this one."""
+    other = KeyRepository(service_ctx.db)
+    new = await other.create("cli-made", scopes=["admin"])
+    client = make_http(new.key)
+    service_ctx.auth._ttl = 0.3
+    assert (await client.get("/v1/keys")).status_code == 200
+    await other.revoke(new.record.id)
+    assert (await client.get("/v1/keys")).status_code == 200  # still trusted from the cache
+    await asyncio.sleep(0.35)
+    r = await client.get("/v1/keys")
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("service_settings_overrides", [{"service": {"key_cache_seconds": 0}}])
+async def test_without_a_cache_every_request_asks_the_store(
+    make_http: MakeHTTP, service_ctx: ServiceContext, service_settings_overrides: dict[str, Any]
+) -> None:
+    other = KeyRepository(service_ctx.db)
+    new = await other.create("cli-made", scopes=["admin"])
+    client = make_http(new.key)
+    assert (await client.get("/v1/keys")).status_code == 200
+    await other.revoke(new.record.id)
+    assert (await client.get("/v1/keys")).status_code == 401

@@ -1,6 +1,13 @@
 """Who is calling: an API key from ``Authorization: Bearer <key>`` (or ``x-api-key``) checked
 against the store on every request, so revoking or rotating a key takes effect at once.
 
+A verified key is trusted for ``key_cache_seconds`` (default 1 s) before the store is asked
+again: a lookup through SQLAlchemy costs most of a millisecond on SQLite, the gateway's whole
+added-latency budget. Changes made through this process's :class:`KeyRepository` (the API,
+the dashboard) drop the cached entry at once, so they apply to the very next request; a
+change from another process (``arbor keys revoke``) applies within the cache time, and
+``key_cache_seconds = 0`` asks the store on every request. Expiry is checked every time.
+
 A verified key becomes a :class:`Principal`. Its limits are handed to the ``llm`` layer
 (requests/min and tokens/min through :meth:`LLMClient.set_key_limits`, its USD budget as the
 ``key:<id>`` budget scope seeded with what the key already spent), so every LLM call made for
@@ -32,6 +39,7 @@ log = structlog.get_logger("arbor.service.auth")
 
 _WINDOW = 60.0
 _MAX_HEADER = 1024  # longer than any key we issue or accept
+_MAX_CACHED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,17 +117,23 @@ class Authenticator:
         usage: UsageRepository,
         *,
         limiter: RequestRateLimiter | None = None,
+        cache_seconds: float = 1.0,
     ) -> None:
         self.keys = keys
         self.client = client
         self.usage = usage
         self.limiter = limiter or RequestRateLimiter(client.clock.monotonic)
+        self._clock = client.clock.monotonic
+        self._ttl = cache_seconds
+        #: Verified keys by the presented value: (trusted until, record).
+        self._verified: dict[str, tuple[float, KeyRecord]] = {}
+        keys.subscribe(self.forget)
         self._applied: dict[str, tuple[int | None, int | None, float | None]] = {}
         self._seeded: set[str] = set()
         self._seed_lock = asyncio.Lock()
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        record = await self.keys.verify(presented_key(headers))
+        record = await self._verify(presented_key(headers))
         await self._apply_limits(record)
         if record.rpm is not None:
             self.limiter.hit(record.id, record.rpm)
@@ -128,6 +142,28 @@ class Authenticator:
         except SQLAlchemyError as exc:  # bookkeeping only: never fail the request for it
             log.warning("keys.mark_used_failed", key_id=record.id, error=type(exc).__name__)
         return Principal(key_id=record.id, name=record.name, scopes=record.granted)
+
+    def forget(self, key_id: str) -> None:
+        """Drop cached verifications of ``key_id`` (it changed)."""
+        stale = [k for k, (_, r) in self._verified.items() if r.id == key_id]
+        for presented in stale:
+            del self._verified[presented]
+
+    async def _verify(self, key: str) -> KeyRecord:
+        cached = self._verified.get(key)
+        now = self._clock()
+        if cached is not None and cached[0] > now:
+            record = cached[1]
+            status = record.status()
+            if status != "active":
+                raise AuthError(f"API key {record.id} is {status}")
+            return record
+        record = await self.keys.verify(key)
+        if self._ttl > 0:
+            if cached is None and len(self._verified) >= _MAX_CACHED:
+                self._verified.clear()  # only verified keys get here: a crude but safe bound
+            self._verified[key] = (now + self._ttl, record)
+        return record
 
     async def _apply_limits(self, record: KeyRecord) -> None:
         wanted = (record.rpm, record.tpm, record.budget_usd)

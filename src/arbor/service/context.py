@@ -108,7 +108,9 @@ async def open_context(
         keys=keys,
         checkpoints=checkpoints,
         metrics=metrics,
-        auth=Authenticator(keys, client, usage),
+        auth=Authenticator(
+            keys, client, usage, cache_seconds=settings.service.key_cache_seconds
+        ),
         redactor=Redactor(secrets),
         runs=RunManager(checkpoints, client, workflows=workflows),
     )

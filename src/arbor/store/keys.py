@@ -12,7 +12,8 @@ fetch the one row with that prefix by a bound parameter, compare hashes with
 already sees it — nothing is cached between requests.
 
 ``last_used_at`` is written at most once per ``touch_interval`` per key and process, so a
-busy key costs no write per request.
+busy key costs no write per request. Callers that cache verified keys :meth:`subscribe` to
+changes (update, revoke, rotate) made through the repository.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -145,6 +146,15 @@ class KeyRepository:
         self._db = db
         self._touch_interval = touch_interval
         self._touched: dict[str, float] = {}
+        self._listeners: list[Callable[[str], None]] = []
+
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(key_id)`` after a key is updated, revoked or rotated here."""
+        self._listeners.append(listener)
+
+    def _changed(self, key_id: str) -> None:
+        for listener in self._listeners:
+            listener(key_id)
 
     async def create(
         self,
@@ -307,6 +317,7 @@ class KeyRepository:
                     setattr(row, field, value)
             for field in clear:
                 setattr(row, field, None)
+        self._changed(key_id)
         return _record(row)
 
     async def revoke(self, key_id: str) -> KeyRecord:
@@ -317,6 +328,7 @@ class KeyRepository:
                 raise NotFoundError(f"API key {key_id!r} not found")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+        self._changed(key_id)
         return _record(row)
 
     async def rotate(self, key_id: str) -> NewKey:
@@ -331,6 +343,7 @@ class KeyRepository:
                 raise KeyRevokedError(f"API key {key_id} is revoked; create a new one")
             row.prefix = handle
             row.hash = hash_key(key)
+        self._changed(key_id)
         return NewKey(_record(row), key)
 
     async def mark_used(self, key_id: str, *, force: bool = False) -> bool:
