@@ -89,3 +89,28 @@ def test_default_model_must_be_provider_colon_model() -> None:
 def test_two_settings_objects_are_independent() -> None:
     a, b = Settings(port=1234), Settings(port=4321)
     assert (a.port, b.port) == (1234, 4321)
+
+
+def test_service_section_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings().service
+    assert defaults.cors_origins == [] and defaults.max_body_bytes == 1_048_576
+    assert not defaults.metrics_require_key and defaults.shutdown_timeout == 10.0
+    monkeypatch.setenv("ARBOR_SERVICE__CORS_ORIGINS", '["https://ui.example/"]')
+    monkeypatch.setenv("ARBOR_SERVICE__SESSION_SECRET", "a-very-private-session-secret")
+    monkeypatch.setenv("ARBOR_SERVICE__MAX_BODY_BYTES", "4096")
+    s = load_settings()
+    assert s.service.cors_origins == ["https://ui.example"]
+    assert s.service.max_body_bytes == 4096
+    masked = s.masked()["service"]
+    assert masked["session_secret"] == "**********"
+    assert "a-very-private-session-secret" not in str(s.masked())
+
+
+def test_service_section_refuses_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARBOR_SERVICE__CORS_ORIGINS", '["evil.example"]')
+    with pytest.raises(ConfigError, match="ARBOR_SERVICE__CORS_ORIGINS"):
+        load_settings()
+    monkeypatch.delenv("ARBOR_SERVICE__CORS_ORIGINS")
+    monkeypatch.setenv("ARBOR_SERVICE__MAX_BODY_BYTES", "10")
+    with pytest.raises(ConfigError, match="ARBOR_SERVICE__MAX_BODY_BYTES"):
+        load_settings()
