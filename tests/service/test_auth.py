@@ -267,3 +267,34 @@ async def test_without_a_cache_every_request_asks_the_store(
     assert (await client.get("/v1/keys")).status_code == 200
     await other.revoke(new.record.id)
     assert (await client.get("/v1/keys")).status_code == 401
+
+
+_ONE_CENT_A_TOKEN = {"input": 1e4, "output": 1e4}  # USD per million tokens
+
+
+@pytest.mark.parametrize(
+    "service_settings_overrides",
+    [{"llm": {"cache": {"enabled": False}, "prices": {"test:echo": _ONE_CENT_A_TOKEN}}}],
+)
+async def test_a_keys_budget_stops_its_chat_calls(
+    make_http: MakeHTTP, service_ctx: ServiceContext, service_settings_overrides: dict[str, Any]
+) -> None:
+    """End to end: budget registered by auth, enforced by the llm layer on the gateway call."""
+    new = await service_ctx.keys.create("metered", scopes=["run"], budget_usd=1.0)
+    client = make_http(new.key)
+    body = {
+        "model": "test:echo",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+    }
+    statuses = []
+    for _ in range(30):  # each call costs ~$0.1 (about 10 tokens at $0.01)
+        r = await client.post("/v1/chat/completions", json=body)
+        statuses.append(r.status_code)
+        if r.status_code != 200:
+            break
+    assert statuses[0] == 200 and statuses[-1] == 402, statuses
+    assert r.json()["error"]["code"] == "budget_exceeded"
+    assert 3 <= len(statuses) <= 20
+    spent = service_ctx.client.budgets.spent(f"key:{new.record.id}")
+    assert 0.5 < spent <= 1.0
