@@ -30,6 +30,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -119,9 +120,15 @@ def _tail(log: Path, lines: int = 15) -> str:
 
 @contextlib.contextmanager
 def _process(
-    cmd: list[str], env: dict[str, str], cwd: Path, log: Path, ready_url: str, timeout: float
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    ready_url: str,
+    timeout: float,
+    stop: signal.Signals = signal.SIGTERM,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait for ``ready_url``, and terminate it (then kill) on exit."""
+    """Start a server, wait for ``ready_url``, and stop it with ``stop`` (then kill) on exit."""
     with log.open("wb") as out:
         try:
             proc = subprocess.Popen(
@@ -133,7 +140,7 @@ def _process(
         _wait_ready(ready_url, proc, log, timeout)
         yield proc
     finally:
-        proc.terminate()
+        proc.send_signal(stop)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -227,7 +234,10 @@ def arbor_server(upstream: str, work: Path, profile: Path | None = None) -> Iter
     prof = ["-m", "cProfile", "-o", str(profile.resolve())] if profile else []
     cmd = [sys.executable, *prof, "-m", "arbor.service.cli", "serve"]
     ready = f"http://127.0.0.1:{port}/healthz"
-    with _process(cmd, env, work, work / "arbor.log", ready, timeout=60) as proc:
+    # uvicorn re-raises SIGTERM after its graceful shutdown, which kills the process before
+    # cProfile writes its stats; SIGINT ends it with KeyboardInterrupt, which cProfile survives.
+    stop = signal.SIGINT if profile else signal.SIGTERM
+    with _process(cmd, env, work, work / "arbor.log", ready, timeout=60, stop=stop) as proc:
         yield Target("arbor", f"http://127.0.0.1:{port}/v1", f"openai:{MODEL}", key, proc.pid)
 
 
@@ -419,7 +429,7 @@ def run(quick: bool, only: list[str] | None, profile: Path | None = None) -> dic
     from arbor.testing.mock_upstream import spawn_mock_upstream
 
     n: dict[str, float] = (
-        {"warmup": 20, "seq": 100, "tp_seconds": 1.5, "stream": 30}
+        {"warmup": 20, "seq": 100, "tp_seconds": 1.0, "stream": 30}
         if quick
         else {"warmup": 200, "seq": 2000, "tp_seconds": 10.0, "stream": 500}
     )

@@ -67,10 +67,11 @@ def bench_gateway(
     out: Path = typer.Option(..., "--out", help="Where to write the JSON results."),
     quick: bool = typer.Option(False, "--quick", help="Few requests (a smoke run)."),
     only: list[str] = typer.Option(
-        [], "--only", help="Measure only these targets: direct, arbor, litellm (repeatable)."
+        [], "--only", help="Only these targets: direct, arbor, litellm (repeat or comma-separate)."
     ),
 ) -> None:
     """`arbor serve` vs LiteLLM's proxy vs direct, in front of the same mock upstream."""
+    only = [name.strip() for value in only for name in value.split(",") if name.strip()]
     bad = sorted(set(only) - {"direct", "arbor", "litellm"})
     if bad:
         fail(f"--only takes direct, arbor or litellm, not {', '.join(bad)}", EXIT_USAGE)
