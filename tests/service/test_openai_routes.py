@@ -342,3 +342,15 @@ async def test_ignored_fields_and_headers_never_change_the_upstream(
     async with httpx.AsyncClient(base_url=upstream_url.removesuffix("/v1")) as stats_http:
         after = (await stats_http.get("/_stats")).json()["requests"]
     assert after == before + 1  # it went to the configured upstream, once
+
+
+async def test_a_url_as_model_id_reaches_nothing(sdk: openai.AsyncOpenAI) -> None:
+    async with MockUpstream(MockConfig(port=0)) as evil:
+        for model in (f"{evil.url}:mock-1", f"{evil.origin}/v1", f"mock:{evil.url}"):
+            try:
+                await sdk.chat.completions.create(model=model, messages=HELLO)
+            except openai.NotFoundError:
+                pass  # unknown provider ("http"): refused before anything is sent
+            except openai.APIStatusError as exc:  # the configured upstream refused the name
+                assert exc.status_code in (400, 404), model
+        assert evil.stats.requests == 0
