@@ -3,6 +3,7 @@ driven by the official ``openai`` SDK against the app, on test doubles (no netwo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 from _openai import APPROVE, async_sdk, echo_or_review
-from _workflows import gate
+from _workflows import gate, slow
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -18,6 +19,7 @@ from arbor.agents.workflow import END, NodeContext, Workflow
 from arbor.agents.workflow.builtin import review_loop
 from arbor.llm.model import Model
 from arbor.service.context import ServiceContext
+from arbor.service.routes import openai as openai_routes
 from arbor.service.runs import RunManager
 from arbor.store.agents import AgentRepository
 from arbor.testing import FunctionModel, ScriptedModel
@@ -63,7 +65,14 @@ def service_models(scripted: ScriptedModel, critic: FunctionModel) -> dict[str, 
 
 
 @pytest.fixture
-async def runs(service_ctx: ServiceContext) -> RunManager:
+def slow_gates() -> tuple[asyncio.Event, asyncio.Event]:
+    return asyncio.Event(), asyncio.Event()
+
+
+@pytest.fixture
+async def runs(
+    service_ctx: ServiceContext, slow_gates: tuple[asyncio.Event, asyncio.Event]
+) -> RunManager:
     """The context's run manager, serving review-loop on the scripted model and two test
     workflows."""
     if service_ctx.runs is not None:
@@ -75,6 +84,7 @@ async def runs(service_ctx: ServiceContext) -> RunManager:
             "review-loop": lambda model: review_loop("test:scripted"),
             "gate": gate,
             "doubler": doubler,
+            "slow": lambda model: slow(*slow_gates),
         },
     )
     return service_ctx.runs
@@ -246,3 +256,30 @@ async def test_workflow_inputs(sdk: openai.AsyncOpenAI) -> None:
     )
     assert "failed" in (failed.choices[0].message.content or "")
     assert "negative numbers are not allowed" in (failed.choices[0].message.content or "")
+
+
+async def test_a_quiet_workflow_stream_sends_keepalives(
+    make_http: Any,
+    admin_key: str,
+    runs: RunManager,
+    slow_gates: tuple[asyncio.Event, asyncio.Event],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(openai_routes, "KEEPALIVE_SECONDS", 0.02)
+    started, release = slow_gates
+
+    async def release_later() -> None:
+        await started.wait()
+        await asyncio.sleep(0.2)
+        release.set()
+
+    body = {"model": "workflow:slow", "messages": _user("wait a bit"), "stream": True}
+    async with make_http(admin_key) as http, asyncio.TaskGroup() as tg:
+        tg.create_task(release_later())
+        reply = await http.post("/v1/chat/completions", json=body)
+    frames = reply.text.split("\n\n")
+    assert frames.count(": keep-alive") >= 3
+    data = [json.loads(f[6:]) for f in frames if f.startswith("data: {")]
+    text = "".join(d["choices"][0]["delta"].get("content") or "" for d in data)
+    assert "`wait` finished" in text and '"wait"' in text  # the output names both steps
+    assert frames[-2] == "data: [DONE]"

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from arbor.core.errors import ProviderConnectionError
 from arbor.llm.types import ChatResponse, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
 from arbor.service.openai_wire import (
     DONE,
+    KEEPALIVE,
     ChunkEncoder,
     completion_body,
     embeddings_body,
     encode_stream,
+    with_keepalive,
 )
 
 
@@ -121,3 +124,30 @@ def test_embeddings_body() -> None:
     )
     assert body["data"] == [{"object": "embedding", "index": 0, "embedding": [0.5, -1.0]}]
     assert body["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
+
+
+async def _slow_frames(delays: list[float], closed: list[bool]) -> AsyncGenerator[bytes, None]:
+    try:
+        for i, delay in enumerate(delays):
+            await asyncio.sleep(delay)
+            yield f"frame {i}".encode()
+    finally:
+        closed.append(True)
+
+
+async def test_keepalive_fills_silence_without_losing_frames() -> None:
+    closed: list[bool] = []
+    out = [f async for f in with_keepalive(_slow_frames([0.0, 0.12, 0.0], closed), 0.03)]
+    frames = [f for f in out if f != KEEPALIVE]
+    assert frames == [b"frame 0", b"frame 1", b"frame 2"]
+    assert out.index(b"frame 1") - out.index(b"frame 0") >= 3  # keep-alives in between
+    assert closed == [True]
+
+
+async def test_keepalive_closed_early_stops_the_source() -> None:
+    closed: list[bool] = []
+    stream = with_keepalive(_slow_frames([0.0, 10.0], closed), 0.01)
+    assert await anext(stream) == b"frame 0"
+    assert await anext(stream) == KEEPALIVE
+    await stream.aclose()  # the client went away while the source was waiting
+    assert closed == [True]

@@ -7,7 +7,9 @@ once, and each chunk costs one ``orjson.dumps`` of its delta plus a few byte joi
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import sys
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
@@ -21,6 +23,7 @@ from arbor.llm.types import ChatResponse, StreamChunk, ToolCallDelta, Usage
 
 __all__ = [
     "DONE",
+    "KEEPALIVE",
     "ChunkEncoder",
     "completion_body",
     "embeddings_body",
@@ -28,6 +31,7 @@ __all__ = [
     "model_entry",
     "models_body",
     "usage_dict",
+    "with_keepalive",
 ]
 
 dumps = orjson.dumps
@@ -35,6 +39,8 @@ log = structlog.get_logger("arbor.service.openai")
 
 #: OpenAI's end-of-stream marker.
 DONE: Final = b"data: [DONE]\n\n"
+#: An SSE comment: clients (the openai SDK included) skip it; proxies see bytes flowing.
+KEEPALIVE: Final = b": keep-alive\n\n"
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -181,6 +187,35 @@ async def encode_stream(
     if include_usage:
         yield encoder.usage(usage or Usage())
     yield DONE
+
+
+async def with_keepalive(
+    frames: AsyncGenerator[bytes, None], interval: float
+) -> AsyncGenerator[bytes, None]:
+    """``frames``, with :data:`KEEPALIVE` whenever ``interval`` seconds pass without one: a
+    workflow node may think for minutes, and proxies drop connections that stay silent. The
+    next frame is awaited in a task so a keep-alive never interrupts it."""
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(frames))
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield KEEPALIVE
+                continue
+            try:
+                frame = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield frame
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        await frames.aclose()
 
 
 def model_entry(model_id: str, owned_by: str, created: int = 0) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from arbor.service.openai_wire import (
     encode_stream,
     model_entry,
     models_body,
+    with_keepalive,
 )
 from arbor.service.problems import Problem, problem_for, render_problem
 from arbor.store.agents import AgentRepository
@@ -64,6 +65,8 @@ __all__ = ["OpenAIRoute", "router"]
 _JSON = "application/json"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _LOCAL_MODEL = "local:smollm2"
+#: Seconds of silence after which an agent or workflow stream sends a keep-alive comment.
+KEEPALIVE_SECONDS = 15.0
 
 
 class OpenAIRoute(APIRoute):
@@ -214,8 +217,10 @@ async def _sse(
     model: str,
     include_usage: bool,
     headers: dict[str, str],
+    keepalive: float | None = None,
 ) -> Response:
-    """Await the first chunk (errors still get their status), then stream the rest."""
+    """Await the first chunk (errors still get their status), then stream the rest (with
+    keep-alive comments every ``keepalive`` seconds of silence, when given)."""
     try:
         first = await anext(chunks)
     except StopAsyncIteration:
@@ -234,6 +239,8 @@ async def _sse(
             frames = encode_stream(
                 source, encoder, include_usage=include_usage, first=first, redact=redact
             )
+            if keepalive is not None:
+                frames = with_keepalive(frames, keepalive)
             async with aclosing(frames):
                 async for frame in frames:
                     yield frame
@@ -288,6 +295,7 @@ async def chat_completions(
                 model=body.model,
                 include_usage=body.include_usage,
                 headers=headers,
+                keepalive=KEEPALIVE_SECONDS,
             )
         reply = await target.complete()
         content = completion_body(reply, rid=target.run_id, model=body.model, created=_now())
