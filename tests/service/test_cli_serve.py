@@ -3,6 +3,7 @@ streams before exiting 0."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from arbor.store import Database, RunRepository
 from arbor.testing.mock_upstream import spawn_mock_upstream
 
 ADMIN = "serve-test-admin-key-0123456789abcdefghijkl"
@@ -50,7 +52,9 @@ def upstream() -> Iterator[str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def server(
+    tmp_path: Path, upstream: str
+) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     port = _free_port()
     env = {
         **os.environ,
@@ -75,7 +79,7 @@ def server(tmp_path: Path, upstream: str) -> Iterator[tuple[str, subprocess.Pope
         text=True,
     )
     try:
-        yield f"http://127.0.0.1:{port}", proc
+        yield f"http://127.0.0.1:{port}", proc, tmp_path / "home"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -100,17 +104,30 @@ def _chat(base: str, *, stream: bool) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_serve_drains_in_flight_requests_and_streams_on_sigterm(
-    server: tuple[str, subprocess.Popen[str]],
+    server: tuple[str, subprocess.Popen[str], Path],
 ) -> None:
-    base, proc = server
+    base, proc, home = server
     _wait_healthy(base, proc)
     assert httpx.get(f"{base}/readyz", timeout=5).json()["status"] == "ready"
-    with ThreadPoolExecutor(2) as pool:
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    run = httpx.post(
+        f"{base}/v1/runs",
+        json={"workflow": "review-loop", "input": {"task": "a haiku"}, "model": "mock:mock-1"},
+        headers=headers,
+        timeout=10,
+    )
+    assert run.status_code == 201, run.text
+    run_id = run.json()["id"]
+    with ThreadPoolExecutor(3) as pool:
         plain = pool.submit(_chat, base, stream=False)
         streamed = pool.submit(_chat, base, stream=True)
-        time.sleep(0.7)  # both are in flight, waiting on the upstream
+        events = pool.submit(_events, base, run_id)
+        time.sleep(0.7)  # all are in flight, waiting on the upstream
         sent_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
+        # A run's event stream follows the run for as long as it lasts: shutdown ends it.
+        status, text = events.result(timeout=30)
+        assert status == 200 and "event: run_started" in text, text
         status, text = plain.result(timeout=30)
         assert status == 200, text
         assert '"chat.completion"' in text.replace(" ", "")
@@ -125,6 +142,31 @@ def test_serve_drains_in_flight_requests_and_streams_on_sigterm(
     assert "Shutting down" in log and ADMIN not in log
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/healthz", timeout=1.0)
+    # The interrupted run was left to resume on the next start, not marked cancelled.
+    assert asyncio.run(_run_status(home / "arbor.db", run_id)) in ("pending", "running")
+
+
+def _events(base: str, run_id: str) -> tuple[int, str]:
+    """The run's SSE stream until the server ends it: sse-starlette cuts the connection when
+    the server shuts down (clients reconnect with Last-Event-ID), so the body may end
+    without the final chunk."""
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    received: list[str] = []
+    with (
+        httpx.Client(timeout=30.0) as client,
+        client.stream("GET", f"{base}/v1/runs/{run_id}/events", headers=headers) as r,
+    ):
+        try:
+            for text in r.iter_text():
+                received.append(text)
+        except httpx.RemoteProtocolError:
+            pass
+        return r.status_code, "".join(received)
+
+
+async def _run_status(path: Path, run_id: str) -> str:
+    async with Database(f"sqlite+aiosqlite:///{path}") as db:
+        return (await RunRepository(db).get(run_id)).status
 
 
 def test_serve_refuses_a_bad_setting_with_one_line(tmp_path: Path) -> None:
