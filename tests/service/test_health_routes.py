@@ -67,3 +67,14 @@ async def test_metrics_can_require_a_key(
     assert (await make_http().get("/metrics")).status_code == 401
     reader = (await service_ctx.keys.create("prom", scopes=["read"])).key
     assert (await make_http(reader).get("/metrics")).status_code == 200
+
+
+@pytest.mark.parametrize("service_settings_overrides", [{"default_model": "local:smollm2"}])
+async def test_readyz_checks_the_bundled_gguf_without_loading_it(
+    make_http: MakeHTTP, service_ctx: ServiceContext, service_settings_overrides: dict[str, Any]
+) -> None:
+    r = await make_http().get("/readyz")
+    assert r.status_code == 200, r.text
+    model = service_ctx.client.model("local:smollm2")
+    assert model.path.is_file()  # type: ignore[attr-defined]
+    assert model.loaded is False  # type: ignore[attr-defined]
