@@ -18,12 +18,12 @@ import pytest
 import uvicorn
 from _openai import UPSTREAM_KEY, echo_or_review, provider_settings
 
-from arbor.core.config import load_settings
+from arbor.core.config import ProviderSettings, load_settings
 from arbor.service.app import create_app
 from arbor.service.context import open_context
 from arbor.store.agents import AgentRepository
 from arbor.testing import FunctionModel
-from arbor.testing.mock_upstream import spawn_mock_upstream
+from arbor.testing.mock_upstream import MockConfig, MockUpstream, spawn_mock_upstream
 
 MODEL = "mock:mock-1"
 HELLO: Any = [{"role": "user", "content": "What does a gateway add to a call?"}]
@@ -34,6 +34,9 @@ class LiveServer:
     """The app under uvicorn on ``127.0.0.1:<free port>``, with an admin key and an agent."""
 
     settings: Any
+    #: A slow upstream served on the server's own loop (``slow:`` provider), whose
+    #: in-flight count shows whether a client's hang-up reaches it.
+    slow_mock: MockUpstream | None = None
     port: int = 0
     key: str = ""
     error: BaseException | None = None
@@ -73,7 +76,12 @@ class LiveServer:
 
     async def _main(self, sock: socket.socket) -> None:
         models = {"test:echo": FunctionModel(echo_or_review, name="echo")}
-        ctx = await open_context(self.settings, models=models)
+        self.slow_mock = MockUpstream(MockConfig(port=0, chunks=60, chunk_delay_ms=50))
+        await self.slow_mock.start()
+        slow = ProviderSettings(base_url=self.slow_mock.url)
+        providers = {**self.settings.providers, "slow": slow}
+        settings = self.settings.model_copy(update={"providers": providers})
+        ctx = await open_context(settings, models=models)
         try:
             self.key = (await ctx.keys.create("sync-sdk", scopes=["admin"])).key
             await AgentRepository(ctx.db).create(
@@ -85,6 +93,7 @@ class LiveServer:
             await self._server.serve(sockets=[sock])
         finally:
             await ctx.aclose()
+            await self.slow_mock.stop()
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +146,24 @@ def test_sync_stream_arrives_incrementally(sdk: openai.OpenAI) -> None:
                 arrivals.append(time.perf_counter() - started)
     assert len(arrivals) >= 5
     assert arrivals[-1] - arrivals[0] > 0.2
+
+
+def test_a_client_hanging_up_stops_the_upstream_stream(
+    live: LiveServer, sdk: openai.OpenAI
+) -> None:
+    """60 chunks 50 ms apart: 3 s of stream. Closing after the first content chunk must end
+    the upstream request at once, not when the upstream finishes."""
+    assert live.slow_mock is not None
+    with sdk.chat.completions.create(model="slow:mock-1", messages=HELLO, stream=True) as stream:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        assert live.slow_mock.in_flight == 1
+    closed = time.perf_counter()
+    while live.slow_mock.in_flight and time.perf_counter() - closed < 2.0:
+        time.sleep(0.01)
+    assert live.slow_mock.in_flight == 0
+    assert time.perf_counter() - closed < 1.0
 
 
 def test_sync_tools_models_embeddings_and_agents(sdk: openai.OpenAI) -> None:
