@@ -1,1 +1,2 @@
-"""The service layer: command line now; the HTTP server and dashboard come later."""
+"""The service layer: the HTTP API (``app``, ``routes``, ``arbor serve``), the dashboard and
+the ``arbor`` command line."""

@@ -4,25 +4,19 @@
 Routes raise :class:`~arbor.core.errors.ArborError` subclasses and never build error responses;
 the handlers installed by :func:`install_problem_handlers` map them:
 
-============================================  =====  =========================================
-error                                         status  notes
-============================================  =====  =========================================
-AuthError                                      401   ``WWW-Authenticate: Bearer``
-ForbiddenError (valid key, missing scope)      403
-NotFoundError, UnknownModelError               404
-InvalidRequestError, validation, bad input     422   field errors listed, input never echoed
-ConflictError, WorkflowError, kind "conflict"  409
-PayloadTooLargeError                           413
-RequestRateLimitedError, upstream 429          429   ``Retry-After`` (whole seconds, >= 1)
-BudgetExceededError                            402   not 429: waiting does not help, and
-                                                      clients (the openai SDK) retry 429s
-ContextTooLongError, TokenLimitError           400
-CircuitOpenError                               503
-LLMTimeoutError                                504
-other ProviderError                            502
-ConfigError                                    500   names the variable only, never a value
-anything else                                  500   "internal error"; logged with the trace
-============================================  =====  =========================================
+- 401 ``AuthError`` (with ``WWW-Authenticate: Bearer``); 403 ``ForbiddenError`` (a valid
+  key without the scope)
+- 404 ``NotFoundError``, ``UnknownModelError``
+- 422 ``InvalidRequestError`` and validation failures (field errors listed, input never
+  echoed); 409 ``ConflictError``, ``WorkflowError`` and errors of kind ``conflict``
+- 413 ``PayloadTooLargeError``; 400 ``ContextTooLongError``, ``TokenLimitError``
+- 429 ``RequestRateLimitedError`` and an upstream ``RateLimitedError``, with ``Retry-After``
+  in whole seconds (at least 1)
+- 402 ``BudgetExceededError`` — not 429: waiting does not help, and clients (the openai SDK)
+  retry 429s automatically
+- 503 ``CircuitOpenError``; 504 ``LLMTimeoutError``; 502 any other ``ProviderError``
+- 500 ``ConfigError`` (names the variable, never a value); anything else 500 "internal
+  error", logged with its trace by the request middleware
 
 Details pass through the app's :class:`~arbor.core.logging.Redactor`, so an upstream body or
 a message quoting a key cannot carry a secret out. The OpenAI-compatible paths
