@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from arbor.service.dashboard import router as dashboard_router
 from arbor.service.routes.agents import router as agents_router
 from arbor.service.routes.health import router as health_router
 from arbor.service.routes.keys import router as keys_router
@@ -21,4 +22,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     runs_router,
     agents_router,
     usage_router,
+    dashboard_router,
 )
