@@ -40,23 +40,25 @@ __all__ = [
 ]
 
 #: Body fields that would pick an upstream endpoint or credentials: refused with 400.
+#: These are the per-request routing and credential parameters other gateways (LiteLLM's
+#: proxy among them) honour; generic names such as ``url`` are left to the ignore rule so
+#: that clients sending unrelated extras are not refused.
 REDIRECT_FIELDS: frozenset[str] = frozenset(
     {
         "api_base",
         "api_key",
         "api_version",
         "aws_access_key_id",
+        "aws_region_name",
         "aws_secret_access_key",
+        "azure_ad_token",
         "azure_endpoint",
         "base_url",
         "custom_llm_provider",
-        "endpoint",
         "extra_headers",
         "headers",
-        "organization",
-        "project",
-        "proxy",
-        "url",
+        "vertex_credentials",
+        "vertex_project",
     }
 )
 
