@@ -78,11 +78,14 @@ async def test_events_go_with_their_run(db: Database) -> None:
     assert await events.list(run_id) == []
 
 
-async def test_a_lost_seq_race_is_retried(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_lost_seq_race_is_retried(
+    session_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The unique (run_id, seq) constraint guards the numbering: a writer that read a stale
-    maximum collides, rolls back and tries again with a fresh one."""
-    events = EventRepository(db)
-    run_id = await _run(db)
+    maximum collides, rolls back and tries again with a fresh one. (The direct SQLite path
+    numbers under the write lock, so it has no race to lose.)"""
+    events = EventRepository(session_db)
+    run_id = await _run(session_db)
     await events.append(run_id, "first")
     real = arbor.store.events._max_seq
     calls = 0

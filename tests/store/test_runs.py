@@ -211,9 +211,11 @@ async def test_checkpoint_events_share_the_run_sequence(db: Database) -> None:
 
 
 async def test_a_failed_checkpoint_writes_nothing(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    session_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The crash between the checkpoint row and the events: all of it is rolled back."""
+    """The crash between the checkpoint row and the events: all of it is rolled back.
+    (tests/store/test_sqlite_runs.py crashes the direct SQLite path the same way.)"""
+    db = session_db
     runs = RunRepository(db)
     run = await runs.create("w", status="running")
     await runs.checkpoint(run.id, "a", {"k": 1}, outputs={"a:llm": "one"})

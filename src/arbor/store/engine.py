@@ -11,6 +11,10 @@ lock instead of failing. The driver's implicit transaction handling is switched 
 Arbor emits ``BEGIN`` itself, so a transaction covers its reads as well as its writes and
 DDL is transactional; ``Database.session(write=True)`` starts with ``BEGIN IMMEDIATE`` so a
 read-then-write transaction never fails half way with "database is locked".
+
+A SQLite file also gets ``Database.direct``: the hot write path of workflow runs (create,
+checkpoint, events, status) runs there as one ``sqlite3`` call per transaction instead of a
+driver-thread round trip per statement (see :mod:`arbor.store._sqlite_direct`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from arbor.core.config import Settings
 from arbor.core.errors import ConfigError
+from arbor.store._sqlite_direct import SQLiteDirect
 
 __all__ = ["SQLITE_BEGIN_OPTION", "Database", "create_engine", "database_url"]
 
@@ -102,13 +107,26 @@ def create_engine(
 
 
 class Database:
-    """An engine and its session factories; pass one around, ``dispose()`` at shutdown."""
+    """An engine and its session factories; pass one around, ``dispose()`` at shutdown.
 
-    def __init__(self, url_or_engine: str | URL | AsyncEngine) -> None:
+    ``sqlite_direct=False`` keeps every transaction on SQLAlchemy (``direct`` is None), as
+    it always is on PostgreSQL and in-memory SQLite.
+    """
+
+    def __init__(
+        self, url_or_engine: str | URL | AsyncEngine, *, sqlite_direct: bool = True
+    ) -> None:
         self.engine = (
             url_or_engine
             if isinstance(url_or_engine, AsyncEngine)
             else create_engine(url_or_engine)
+        )
+        file = _sqlite_file(self.engine.url) if self.dialect == "sqlite" else None
+        #: Direct SQLite transactions for the hot paths, or None to use sessions.
+        self.direct = (
+            SQLiteDirect(file.expanduser(), busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
+            if file is not None and sqlite_direct
+            else None
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
@@ -139,7 +157,9 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and the direct SQLite ones)."""
+        if self.direct is not None:
+            await self.direct.close()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:

@@ -5,15 +5,15 @@ after_seq=n)`` returns exactly what it missed. Numbers are dense (no gaps) and a
 inside the writing transaction while it holds the run's row lock (``SELECT … FOR UPDATE``
 on PostgreSQL, the database write lock on SQLite), so concurrent writers to one run queue
 instead of colliding; the ``(run_id, seq)`` unique constraint is the guard, and a
-transaction that still loses is retried.
+transaction that still loses is retried. On a SQLite file appends are direct ``sqlite3``
+transactions (:mod:`arbor.store._sqlite_runs`) under ``BEGIN IMMEDIATE``.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arbor.core.errors import NotFoundError
 from arbor.core.ids import new_id
+from arbor.store import _sqlite_runs as direct_sql
+from arbor.store._records import EventRecord, NewEvent
 from arbor.store._util import utcnow
 from arbor.store.engine import Database
 from arbor.store.tables import EventRow, RunRow
@@ -30,26 +32,6 @@ __all__ = ["EventRecord", "EventRepository", "NewEvent", "append_events", "lock_
 
 #: Attempts of a transaction that lost a sequence-number race before giving up.
 MAX_ATTEMPTS = 5
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewEvent:
-    """An event to append; the store assigns its id, ``seq`` and time."""
-
-    type: str
-    node: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EventRecord:
-    id: str
-    run_id: str
-    seq: int
-    type: str
-    node: str | None
-    data: dict[str, Any]
-    created_at: datetime
 
 
 class EventRepository:
@@ -69,6 +51,9 @@ class EventRepository:
         self, run_id: str, events: Sequence[NewEvent]
     ) -> builtins.list[EventRecord]:
         """Append events with consecutive ``seq`` numbers, all or none."""
+        if (direct := self._db.direct) is not None:  # holds the write lock: no race to lose
+            append = partial(direct_sql.append_events, run_id=run_id, events=events)
+            return await direct.write(append)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._db.session(write=True) as session:

@@ -15,6 +15,11 @@ The first checkpoint of a run should hold its whole initial state; each later on
 top-level keys that changed (:func:`fold_deltas` replaces keys, it does not merge inside
 them). Storage therefore grows with the size of the changes, linearly in the steps.
 
+On a SQLite file the hot methods (create, get, update, checkpoint, load_state, load_run and
+the idempotency records) run as direct ``sqlite3`` transactions (:mod:`arbor.store._sqlite_runs`),
+one call each; the rest, and everything on PostgreSQL, go through SQLAlchemy sessions. Both
+paths write the same rows and raise the same errors.
+
 Runs are listed newest first with keyset pagination: ``next_cursor`` is an opaque string
 naming the last run of a page, so pages stay consistent while new runs arrive.
 """
@@ -25,22 +30,36 @@ import base64
 import binascii
 import builtins
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from functools import partial
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arbor.core.errors import NotFoundError, WorkflowError
 from arbor.core.ids import new_id
+from arbor.store import _sqlite_runs as direct_sql
+from arbor.store._records import (
+    RESUMABLE_STATUSES,
+    TERMINAL_STATUSES,
+    CheckpointRecord,
+    CheckpointResult,
+    IdempotentRecord,
+    RunRecord,
+    RunState,
+    RunStatus,
+    check_status,
+    fold_deltas,
+)
 from arbor.store._util import aware, utcnow
 from arbor.store.engine import Database
-from arbor.store.events import EventRecord, NewEvent, append_events, lock_run
-from arbor.store.tables import RUN_STATUSES, CheckpointRow, IdempotencyRow, RunRow
+from arbor.store.events import NewEvent, append_events, lock_run
+from arbor.store.tables import CheckpointRow, IdempotencyRow, RunRow
 
 __all__ = [
     "RESUMABLE_STATUSES",
@@ -56,31 +75,6 @@ __all__ = [
     "fold_deltas",
 ]
 
-RunStatus = Literal["pending", "running", "waiting_approval", "succeeded", "failed", "cancelled"]
-TERMINAL_STATUSES: frozenset[RunStatus] = frozenset({"succeeded", "failed", "cancelled"})
-#: Runs a restarted process should pick up again.
-RESUMABLE_STATUSES: frozenset[RunStatus] = frozenset({"pending", "running"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunRecord:
-    id: str
-    workflow: str
-    status: RunStatus
-    input: dict[str, Any]
-    output: dict[str, Any] | None
-    error: str | None
-    current_node: str | None
-    parent_id: str | None
-    thread_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
 
 @dataclass(frozen=True, slots=True)
 class RunPage:
@@ -88,52 +82,6 @@ class RunPage:
 
     runs: list[RunRecord]
     next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckpointRecord:
-    run_id: str
-    seq: int
-    node: str
-    #: Only the top-level state keys this node changed.
-    delta: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckpointResult:
-    """What one :meth:`RunRepository.checkpoint` transaction wrote."""
-
-    checkpoint: CheckpointRecord
-    events: list[EventRecord]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunState:
-    """A run's state folded from its checkpoints; ``last_seq`` 0 and ``node`` None when the
-    run has none yet."""
-
-    state: dict[str, Any]
-    last_seq: int
-    node: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdempotentRecord:
-    """The stored result of a completed side effect (an LLM call, a tool call)."""
-
-    run_id: str
-    key: str
-    value: Any
-    created_at: datetime
-
-
-def fold_deltas(deltas: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The state the deltas build, in order: later keys replace earlier ones."""
-    state: dict[str, Any] = {}
-    for delta in deltas:
-        state.update(delta)
-    return state
 
 
 class RunRepository:
@@ -153,9 +101,9 @@ class RunRepository:
         run_id: str | None = None,
         created_at: datetime | None = None,
     ) -> RunRecord:
-        _check_status(status)
+        check_status(status)
         now = aware("created_at", created_at) if created_at is not None else utcnow()
-        row = RunRow(
+        run = RunRecord(
             id=run_id or new_id("run"),
             workflow=workflow,
             status=status,
@@ -169,11 +117,16 @@ class RunRepository:
             updated_at=now,
             finished_at=now if status in TERMINAL_STATUSES else None,
         )
+        if (direct := self._db.direct) is not None:
+            await direct.write(partial(direct_sql.insert_run, run=run))
+            return run
         async with self._db.session() as session:
-            session.add(row)
-        return _run(row)
+            session.add(RunRow(**{f: getattr(run, f) for f in _RUN_FIELDS}))
+        return run
 
     async def get(self, run_id: str) -> RunRecord:
+        if (direct := self._db.direct) is not None:
+            return await direct.read(partial(direct_sql.get_run, run_id=run_id))
         async with self._db.session() as session:
             row = await session.get(RunRow, run_id)
         if row is None:
@@ -194,7 +147,7 @@ class RunRepository:
             raise ValueError(f"limit must be at least 1, not {limit}")
         conditions: builtins.list[ColumnElement[bool]] = []
         if status is not None:
-            conditions.append(RunRow.status == _check_status(status))
+            conditions.append(RunRow.status == check_status(status))
         if workflow is not None:
             conditions.append(RunRow.workflow == workflow)
         if thread_id is not None:
@@ -235,6 +188,20 @@ class RunRepository:
         ``only_from`` makes the change conditional on the current status (a cancel that
         must not overwrite a finished run): otherwise WorkflowError, nothing changed.
         """
+        if status is not None:
+            check_status(status)
+        if (direct := self._db.direct) is not None:
+            return await direct.write(
+                partial(
+                    direct_sql.update_run,
+                    run_id=run_id,
+                    status=status,
+                    current_node=current_node,
+                    output=output,
+                    error=error,
+                    only_from=only_from,
+                )
+            )
         async with self._db.session(write=True) as session:
             row = await lock_run(session, run_id)
             if only_from is not None and row.status not in only_from:
@@ -244,7 +211,7 @@ class RunRepository:
                 )
             now = utcnow()
             if status is not None:
-                row.status = _check_status(status)
+                row.status = check_status(status)
                 row.finished_at = now if status in TERMINAL_STATUSES else None
             if current_node is not None:
                 row.current_node = current_node
@@ -291,6 +258,18 @@ class RunRepository:
         ``expected_seq`` (the ``last_seq`` the writer loaded) fences off a second writer of
         the same run: if another checkpoint landed since, WorkflowError and nothing written.
         """
+        if (direct := self._db.direct) is not None:
+            return await direct.write(
+                partial(
+                    direct_sql.checkpoint,
+                    run_id=run_id,
+                    node=node,
+                    delta=delta,
+                    outputs=outputs,
+                    events=events,
+                    expected_seq=expected_seq,
+                )
+            )
         async with self._db.session(write=True) as session:
             run = await lock_run(session, run_id)
             last = await _last_checkpoint_seq(session, run_id)
@@ -327,23 +306,30 @@ class RunRepository:
     async def load_state(self, run_id: str) -> RunState:
         """The run's state folded from all its deltas, with the last checkpoint's seq and
         node; NotFoundError for an unknown run."""
-        query = (
-            select(CheckpointRow.seq, CheckpointRow.node, CheckpointRow.delta)
-            .where(CheckpointRow.run_id == run_id)
-            .order_by(CheckpointRow.seq)
-        )
+        if (direct := self._db.direct) is not None:
+            return await direct.read(partial(direct_sql.load_state, run_id=run_id))
         async with self._db.session() as session:
             if await session.get(RunRow, run_id) is None:
                 raise NotFoundError(f"run {run_id!r} not found")
-            rows = (await session.execute(query)).all()
-        if not rows:
-            return RunState(state={}, last_seq=0, node=None)
-        return RunState(
-            state=fold_deltas(row.delta for row in rows), last_seq=rows[-1].seq, node=rows[-1].node
-        )
+            rows = (await session.execute(_deltas_query(run_id))).all()
+        return _fold(rows)
+
+    async def load_run(self, run_id: str) -> tuple[RunRecord, RunState]:
+        """The run and its folded state (:meth:`get` and :meth:`load_state`) from one
+        snapshot, as a resuming runner needs them; NotFoundError for an unknown run."""
+        if (direct := self._db.direct) is not None:
+            return await direct.read(partial(direct_sql.load_run, run_id=run_id))
+        async with self._db.session() as session:
+            row = await session.get(RunRow, run_id)
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} not found")
+            rows = (await session.execute(_deltas_query(run_id))).all()
+        return _run(row), _fold(rows)
 
     async def get_idempotent(self, run_id: str, key: str) -> IdempotentRecord | None:
         """The stored result for ``key`` in this run, or None if that effect never completed."""
+        if (direct := self._db.direct) is not None:
+            return await direct.read(partial(direct_sql.get_idempotent, run_id=run_id, key=key))
         async with self._db.session() as session:
             row = await session.get(IdempotencyRow, (run_id, key))
         return None if row is None else _idempotent(row)
@@ -351,6 +337,10 @@ class RunRepository:
     async def record_idempotent(self, run_id: str, key: str, value: Any) -> IdempotentRecord:
         """Store ``value`` for ``key`` unless a value is already stored (first writer wins);
         returns the stored record, which a losing writer should use instead of its own."""
+        if (direct := self._db.direct) is not None:
+            return await direct.write(
+                partial(direct_sql.record_idempotent, run_id=run_id, key=key, value=value)
+            )
         async with self._db.session(write=True) as session:
             await _insert_outputs(session, run_id, {key: value}, utcnow())
             row = await session.get(IdempotencyRow, (run_id, key), populate_existing=True)
@@ -369,17 +359,27 @@ async def _insert_outputs(
     await session.execute(statement, rows)
 
 
+def _deltas_query(run_id: str) -> Select[tuple[int, str, dict[str, Any]]]:
+    return (
+        select(CheckpointRow.seq, CheckpointRow.node, CheckpointRow.delta)
+        .where(CheckpointRow.run_id == run_id)
+        .order_by(CheckpointRow.seq)
+    )
+
+
+def _fold(rows: Sequence[Row[tuple[int, str, dict[str, Any]]]]) -> RunState:
+    if not rows:
+        return RunState(state={}, last_seq=0, node=None)
+    return RunState(
+        state=fold_deltas(row.delta for row in rows), last_seq=rows[-1].seq, node=rows[-1].node
+    )
+
+
 async def _last_checkpoint_seq(session: AsyncSession, run_id: str) -> int:
     query = select(func.coalesce(func.max(CheckpointRow.seq), 0)).where(
         CheckpointRow.run_id == run_id
     )
     return int(await session.scalar(query) or 0)
-
-
-def _check_status(status: str) -> RunStatus:
-    if status not in RUN_STATUSES:
-        raise ValueError(f"run status must be one of {list(RUN_STATUSES)}, not {status!r}")
-    return status  # type: ignore[return-value]
 
 
 def _encode_cursor(run: RunRecord) -> str:
@@ -396,11 +396,27 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError(f"invalid cursor {cursor!r}") from None
 
 
+_RUN_FIELDS = (
+    "id",
+    "workflow",
+    "status",
+    "input",
+    "output",
+    "error",
+    "current_node",
+    "parent_id",
+    "thread_id",
+    "created_at",
+    "updated_at",
+    "finished_at",
+)
+
+
 def _run(row: RunRow) -> RunRecord:
     return RunRecord(
         id=row.id,
         workflow=row.workflow,
-        status=_check_status(row.status),
+        status=check_status(row.status),
         input=row.input,
         output=row.output,
         error=row.error,

@@ -35,8 +35,7 @@ class SQLCheckpointStore:
         return (await self.runs.create(workflow, input)).id
 
     async def load(self, run_id: str) -> StoredRun:
-        run = await self.runs.get(run_id)
-        folded = await self.runs.load_state(run_id)
+        run, folded = await self.runs.load_run(run_id)
         self._seq[run_id] = folded.last_seq
         return StoredRun(
             id=run.id,
