@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
+from arbor.core.config import load_settings
+from arbor.core.errors import ConfigError
 from arbor.service.app import create_app
-from arbor.service.context import ServiceContext
+from arbor.service.context import ServiceContext, open_context
 
 MakeHTTP = Callable[..., httpx.AsyncClient]
 
@@ -43,3 +48,23 @@ async def test_missing_key_is_a_401_problem_and_metrics_use_route_templates(
         metrics = (await anon.get("/metrics")).text
     assert 'route="/v1/keys/{key_id}",status="401"' in metrics
     assert 'route="/v1/keys/{key_id}",status="404"' in metrics
+
+
+async def test_the_admin_key_from_settings_is_bootstrapped(tmp_path: Path) -> None:
+    admin = "bootstrap-admin-key-for-tests-0123456789abcdef"
+    settings = load_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'boot.db'}",
+        default_model="test:x",
+        admin_key=admin,
+    )
+    ctx = await open_context(settings)
+    try:
+        principal = await ctx.auth.authenticate({"authorization": f"Bearer {admin}"})
+        assert principal.is_admin and principal.name == "bootstrap-admin"
+        stored = " ".join(repr(k) for k in await ctx.keys.list())
+        assert admin not in stored
+    finally:
+        await ctx.aclose()
+    with pytest.raises(ConfigError, match="ARBOR_ADMIN_KEY") as info:
+        await open_context(settings.model_copy(update={"admin_key": SecretStr("weak")}))
+    assert "weak" not in str(info.value)

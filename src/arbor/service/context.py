@@ -91,10 +91,15 @@ async def open_context(
         secrets = _secrets(settings)
         if settings.admin_key is not None:
             try:
-                await keys.ensure_bootstrap(settings.admin_key.get_secret_value())
+                boot = await keys.ensure_bootstrap(settings.admin_key.get_secret_value())
             except ValueError as exc:
                 raise ConfigError(str(exc), variable="ARBOR_ADMIN_KEY") from None
-            log.info("keys.bootstrap_admin_key_ready")
+            status = boot.status()
+            if status != "active" or not boot.is_admin:
+                # An admin revoked it, or it names an ordinary key: respect that, but say so.
+                log.warning("keys.bootstrap_key_not_admin", key_id=boot.id, status=status)
+            else:
+                log.info("keys.bootstrap_admin_key_ready", key_id=boot.id)
     except BaseException:
         if client is not None:
             await client.aclose()
