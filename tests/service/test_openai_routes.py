@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -354,3 +355,14 @@ async def test_a_url_as_model_id_reaches_nothing(sdk: openai.AsyncOpenAI) -> Non
             except openai.APIStatusError as exc:  # the configured upstream refused the name
                 assert exc.status_code in (400, 404), model
         assert evil.stats.requests == 0
+
+
+async def test_local_model_files_must_be_configured(
+    sdk: openai.AsyncOpenAI, tmp_path: Path
+) -> None:
+    weights = tmp_path / "other.gguf"
+    weights.write_bytes(b"GGUF")  # exists: a request must still not load or probe it
+    for model in (f"local:{weights}", "local:/nonexistent/x.gguf", "local:../x.gguf"):
+        with pytest.raises(openai.NotFoundError, match="must be configured") as err:
+            await sdk.chat.completions.create(model=model, messages=HELLO)
+        assert str(tmp_path) not in err.value.message.replace(model, "")

@@ -37,6 +37,7 @@ from arbor.agents.workflow.builtin import BUILTIN_WORKFLOWS
 from arbor.core.errors import ArborError, ConfigError, ProviderHTTPError, UnknownModelError
 from arbor.core.ids import new_id
 from arbor.core.logging import Redactor
+from arbor.llm.providers.local import BUNDLED_MODELS
 from arbor.llm.types import StreamChunk
 from arbor.service.context import ServiceContext
 from arbor.service.deps import ReadKey, RunKey, get_context
@@ -197,6 +198,15 @@ def _check_provider_model(ctx: ServiceContext, model_id: str) -> None:
         raise UnknownModelError(
             f"model {model_id!r} not found: use provider:model, agent:<name> or "
             "workflow:<name> ids (see GET /v1/models)"
+        )
+    if provider == "local" and name not in BUNDLED_MODELS and model_id not in _provider_models(ctx):
+        # ``local:/path/to/model.gguf`` loads a file from the server's disk: only ids the
+        # deployment configured may, or a caller could probe paths and fill memory.
+        raise UnknownModelError(
+            f"model {model_id!r} not found: local model files must be configured on the "
+            "server (see GET /v1/models)",
+            provider=provider,
+            model=name,
         )
     try:
         ctx.client.model(model_id)
