@@ -61,7 +61,7 @@ from arbor.service.openai_wire import (
 from arbor.service.problems import Problem, problem_for, render_problem
 from arbor.store.agents import AgentRepository
 
-__all__ = ["OpenAIRoute", "router"]
+__all__ = ["KEEPALIVE_SECONDS", "OpenAIRoute", "router"]
 
 _JSON = "application/json"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
