@@ -298,3 +298,22 @@ async def test_a_keys_budget_stops_its_chat_calls(
     assert 3 <= len(statuses) <= 20
     spent = service_ctx.client.budgets.spent(f"key:{new.record.id}")
     assert 0.5 < spent <= 1.0
+
+
+async def test_a_lookup_racing_a_revoke_is_not_cached(service_ctx: ServiceContext) -> None:
+    new = await service_ctx.keys.create("racy", scopes=["read"])
+    auth = service_ctx.auth
+    original = service_ctx.keys.verify
+
+    async def verify_then_revoke(key: str) -> Any:
+        record = await original(key)  # read before the revoke commits...
+        await service_ctx.keys.revoke(new.record.id)  # ...which lands before we cache
+        return record
+
+    service_ctx.keys.verify = verify_then_revoke  # type: ignore[method-assign]
+    try:
+        await auth.authenticate({"x-api-key": new.key})  # was valid when it was read
+    finally:
+        service_ctx.keys.verify = original  # type: ignore[method-assign]
+    with pytest.raises(AuthError, match="revoked"):
+        await auth.authenticate({"x-api-key": new.key})

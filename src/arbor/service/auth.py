@@ -127,6 +127,8 @@ class Authenticator:
         self._ttl = cache_seconds
         #: Verified keys by the presented value: (trusted until, record).
         self._verified: dict[str, tuple[float, KeyRecord]] = {}
+        #: Bumped by every change, so a lookup that raced a change is not cached.
+        self._generation = 0
         keys.subscribe(self.forget)
         self._applied: dict[str, tuple[int | None, int | None, float | None]] = {}
         self._seeded: set[str] = set()
@@ -145,6 +147,7 @@ class Authenticator:
 
     def forget(self, key_id: str) -> None:
         """Drop cached verifications of ``key_id`` (it changed)."""
+        self._generation += 1
         stale = [k for k, (_, r) in self._verified.items() if r.id == key_id]
         for presented in stale:
             del self._verified[presented]
@@ -158,8 +161,9 @@ class Authenticator:
             if status != "active":
                 raise AuthError(f"API key {record.id} is {status}")
             return record
+        generation = self._generation
         record = await self.keys.verify(key)
-        if self._ttl > 0:
+        if self._ttl > 0 and generation == self._generation:
             if cached is None and len(self._verified) >= _MAX_CACHED:
                 self._verified.clear()  # only verified keys get here: a crude but safe bound
             self._verified[key] = (now + self._ttl, record)
