@@ -6,18 +6,32 @@ from arbor.agents.workflow.checkpoints import (
     RunEvent,
     StoredRun,
 )
+from arbor.agents.workflow.events import (
+    EVENT_TYPES,
+    TERMINAL_EVENTS,
+    EventHub,
+    EventType,
+    LLMCallData,
+    ToolCallData,
+)
 from arbor.agents.workflow.graph import END, Workflow
 from arbor.agents.workflow.runner import NodeContext, NodePlugin, RunResult, WorkflowRunner
 
 __all__ = [
     "END",
+    "EVENT_TYPES",
+    "TERMINAL_EVENTS",
     "CheckpointStore",
+    "EventHub",
+    "EventType",
     "InMemoryCheckpointStore",
+    "LLMCallData",
     "NodeContext",
     "NodePlugin",
     "RunEvent",
     "RunResult",
     "StoredRun",
+    "ToolCallData",
     "Workflow",
     "WorkflowRunner",
 ]

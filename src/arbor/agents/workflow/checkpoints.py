@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from arbor.agents.workflow.events import EventHub, RunEvent, watch_events
 from arbor.core.errors import NotFoundError
 from arbor.core.ids import new_id
 
 __all__ = ["CheckpointStore", "InMemoryCheckpointStore", "RunEvent", "StoredRun"]
-
-
-@dataclass(slots=True)
-class RunEvent:
-    type: str
-    node: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    seq: int = 0
 
 
 @dataclass(slots=True)
@@ -62,6 +56,15 @@ class CheckpointStore(Protocol):
 
     async def events(self, run_id: str, after_seq: int = 0) -> list[RunEvent]: ...
 
+    def watch(
+        self, run_id: str, after_seq: int = 0, *, follow: bool = True
+    ) -> AsyncIterator[RunEvent]:
+        """Stored events after ``after_seq``, then (``follow``) live ones until the run ends;
+        see :func:`~arbor.agents.workflow.events.watch_events`."""
+        ...
+
+    async def status(self, run_id: str) -> str: ...
+
     async def get_idempotent(self, run_id: str, key: str) -> tuple[bool, Any]: ...
 
     async def record_idempotent(self, run_id: str, key: str, value: Any) -> None: ...
@@ -87,8 +90,10 @@ class _Run:
 class InMemoryCheckpointStore:
     """Keeps runs in a dict: the same semantics as the database store, minus durability."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hub: EventHub | None = None, poll_interval: float = 1.0) -> None:
         self._runs: dict[str, _Run] = {}
+        self.hub = hub or EventHub()
+        self.poll_interval = poll_interval
 
     def _get(self, run_id: str) -> _Run:
         run = self._runs.get(run_id)
@@ -133,9 +138,20 @@ class InMemoryCheckpointStore:
         run = self._get(run_id)
         event.seq = len(run.events) + 1
         run.events.append(event)
+        self.hub.publish(run_id, (event,))
 
     async def events(self, run_id: str, after_seq: int = 0) -> list[RunEvent]:
-        return [e for e in self._get(run_id).events if e.seq > after_seq]
+        return self._get(run_id).events[max(after_seq, 0) :]  # seq n is at index n - 1
+
+    def watch(
+        self, run_id: str, after_seq: int = 0, *, follow: bool = True
+    ) -> AsyncIterator[RunEvent]:
+        return watch_events(
+            self, self.hub, run_id, after_seq, follow=follow, poll_interval=self.poll_interval
+        )
+
+    async def status(self, run_id: str) -> str:
+        return self._get(run_id).stored.status
 
     async def get_idempotent(self, run_id: str, key: str) -> tuple[bool, Any]:
         done = self._get(run_id).done

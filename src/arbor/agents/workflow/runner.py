@@ -177,15 +177,15 @@ class WorkflowRunner(Generic[StateT]):
             return RunResult(run_id, "waiting_approval", state)
         except ArborError as exc:
             return await self._fail(run_id, state, exc)
-        output = state.model_dump(mode="json")
-        await self.store.set_status(run_id, "succeeded", output=output)
+        # The terminal event goes first: a watcher that sees the final status has it stored.
         await self.store.append_event(run_id, RunEvent("run_finished", data={"status": "ok"}))
+        await self.store.set_status(run_id, "succeeded", output=state.model_dump(mode="json"))
         return RunResult(run_id, "succeeded", state)
 
     async def _fail(self, run_id: str, state: StateT, exc: ArborError) -> RunResult[StateT]:
         message = f"{exc.kind}: {exc}"
-        await self.store.set_status(run_id, "failed", error=message)
         await self.store.append_event(run_id, RunEvent("run_failed", data={"error": message}))
+        await self.store.set_status(run_id, "failed", error=message)
         return RunResult(run_id, "failed", state, message)
 
     async def _wave(self, run_id: str, state: StateT, sched: _Scheduler) -> StateT:

@@ -3,12 +3,15 @@ the database (SQLite by default, PostgreSQL by URL), each checkpoint one transac
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from arbor.agents.workflow.checkpoints import RunEvent, StoredRun
+from arbor.agents.workflow.events import EventHub, watch_events
 from arbor.store import (
     ApprovalRepository,
     Database,
+    EventRecord,
     EventRepository,
     NewEvent,
     RunRepository,
@@ -22,10 +25,17 @@ class SQLCheckpointStore:
 
     Each checkpoint is fenced by the sequence number this process last saw, so two processes
     resuming the same run cannot both write: the second gets a WorkflowError.
+
+    Committed events go to ``hub`` (pass a shared one so watchers elsewhere in this process
+    wake at once); events from other processes arrive by a poll every ``poll_interval`` s.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, hub: EventHub | None = None, poll_interval: float = 1.0
+    ) -> None:
         self.db = db
+        self.hub = hub or EventHub()
+        self.poll_interval = poll_interval
         self.runs = RunRepository(db)
         self.event_log = EventRepository(db)
         self.approvals = ApprovalRepository(db)
@@ -58,6 +68,7 @@ class SQLCheckpointStore:
             expected_seq=self._seq.get(run_id),
         )
         self._seq[run_id] = result.checkpoint.seq
+        self._publish(run_id, result.events)
 
     async def set_status(
         self,
@@ -72,12 +83,27 @@ class SQLCheckpointStore:
     async def append_event(self, run_id: str, event: RunEvent) -> None:
         record = await self.event_log.append(run_id, event.type, node=event.node, data=event.data)
         event.seq = record.seq
+        self.hub.publish(run_id, (event,))
 
     async def events(self, run_id: str, after_seq: int = 0) -> list[RunEvent]:
         return [
             RunEvent(e.type, e.node, e.data, e.seq)
             for e in await self.event_log.list(run_id, after_seq=after_seq, limit=100_000)
         ]
+
+    def watch(
+        self, run_id: str, after_seq: int = 0, *, follow: bool = True
+    ) -> AsyncIterator[RunEvent]:
+        return watch_events(
+            self, self.hub, run_id, after_seq, follow=follow, poll_interval=self.poll_interval
+        )
+
+    async def status(self, run_id: str) -> str:
+        return (await self.runs.get(run_id)).status
+
+    def _publish(self, run_id: str, records: Sequence[EventRecord]) -> None:
+        if records and self.hub.watching(run_id):  # no watcher, no work
+            self.hub.publish(run_id, [RunEvent(e.type, e.node, e.data, e.seq) for e in records])
 
     async def get_idempotent(self, run_id: str, key: str) -> tuple[bool, Any]:
         record = await self.runs.get_idempotent(run_id, key)
