@@ -15,7 +15,7 @@ from _workflows import gate, slow
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from arbor.agents.workflow import END, NodeContext, Workflow
+from arbor.agents.workflow import END, NodeContext, RunEvent, Workflow
 from arbor.agents.workflow.builtin import review_loop
 from arbor.llm.model import Model
 from arbor.service.context import ServiceContext
@@ -38,6 +38,8 @@ def doubler(model: str | None = None) -> Workflow[NumState]:
     async def double(state: NumState, ctx: NodeContext) -> dict[str, Any]:
         if state.x < 0:
             raise ValueError("negative numbers are not allowed")
+        call = {"agent": "doubler", "model": "test:echo", "input_tokens": 7, "output_tokens": 5}
+        await ctx.store.append_event(ctx.run_id, RunEvent("llm_call", ctx.node, call))
         return {"doubled": state.x * 2}
 
     wf.add_node("double", double)
@@ -247,6 +249,18 @@ async def test_a_paused_run_says_it_waits_for_approval(sdk: openai.AsyncOpenAI) 
 async def test_workflow_inputs(sdk: openai.AsyncOpenAI) -> None:
     reply = await sdk.chat.completions.create(model="workflow:doubler", messages=_user('{"x": 21}'))
     assert '"doubled": 42' in (reply.choices[0].message.content or "")
+    assert reply.usage is not None  # summed over the run's llm_call events
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (7, 5)
+    stream = await sdk.chat.completions.create(
+        model="workflow:doubler",
+        messages=_user('{"x": 2}'),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "`doubler` asked `test:echo` (12 tokens)" in text
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 12
     with pytest.raises(openai.BadRequestError, match="takes no text input"):
         await sdk.chat.completions.create(model="workflow:doubler", messages=_user("twenty"))
     with pytest.raises(openai.BadRequestError, match="x"):

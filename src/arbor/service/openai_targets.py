@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -237,20 +238,23 @@ class WorkflowTarget:
 
     async def complete(self) -> ChatResponse:
         record = await self.runs.wait(self.run_id)
+        seen = await self._scan()
         return ChatResponse(
             id=self.run_id,
             model=self.model_id,
-            message=Message.assistant(await self._outcome(record)),
+            message=Message.assistant(_outcome(record, seen)),
             finish_reason="stop",
-            usage=Usage(),
+            usage=seen.usage,
         )
 
     async def stream(self) -> AsyncIterator[StreamChunk]:
         rid = self.run_id
         yield StreamChunk(id=rid, content=f"Run `{rid}` of workflow `{self.name}` started.\n\n")
+        seen = _Seen()
         events = self.runs.watch(rid, 0, follow=True)
         try:
             async for event in events:
+                seen.add(event)
                 line = _progress(event)
                 if line:
                     yield StreamChunk(id=rid, content=line)
@@ -259,36 +263,59 @@ class WorkflowTarget:
         finally:
             await _close(events)
         record = await self.runs.wait(rid)
-        yield StreamChunk(id=rid, content="\n" + await self._outcome(record))
-        yield StreamChunk(id=rid, finish_reason="stop", usage=Usage())
+        yield StreamChunk(id=rid, content="\n" + _outcome(record, seen))
+        yield StreamChunk(id=rid, finish_reason="stop", usage=seen.usage)
 
-    async def _outcome(self, record: RunRecord) -> str:
-        rid = record.id
-        if record.status == "succeeded":
-            return _answer(record.output or {})
-        if record.status == "waiting_approval":
-            node, prompt = await self._pending_approval()
-            asked = f": {prompt}" if prompt else ""
-            return (
-                f"Run `{rid}` is waiting for approval at node `{node}`{asked}\n"
-                f"Approve or reject it with `arbor runs approve {rid}` / "
-                f"`arbor runs reject {rid}`, or POST /v1/runs/{rid}/approve or /reject."
-            )
-        if record.status == "failed":
-            return f"Run `{rid}` failed: {record.error or 'unknown error'}"
-        return f"Run `{rid}` is {record.status}."
-
-    async def _pending_approval(self) -> tuple[str, str]:
-        node, prompt = "?", ""
+    async def _scan(self) -> _Seen:
+        """What the run's stored events say (model usage, a pending approval)."""
+        seen = _Seen()
         events = self.runs.watch(self.run_id, 0, follow=False)
         try:
             async for event in events:
-                if event.type == "approval_requested":
-                    node = event.node or "?"
-                    prompt = str(event.data.get("prompt") or "")
+                seen.add(event)
         finally:
             await _close(events)
-        return node, prompt
+        return seen
+
+
+@dataclass(slots=True)
+class _Seen:
+    """Totals over a run's events: the tokens of its ``llm_call`` events and the latest
+    approval request."""
+
+    usage: Usage = field(default_factory=Usage)
+    approval: tuple[str, str] | None = None
+
+    def add(self, event: RunEvent) -> None:
+        data = event.data
+        if event.type == "llm_call":
+            self.usage = Usage(
+                input_tokens=self.usage.input_tokens + _int(data.get("input_tokens")),
+                output_tokens=self.usage.output_tokens + _int(data.get("output_tokens")),
+            )
+        elif event.type == "approval_requested":
+            self.approval = (event.node or "?", str(data.get("prompt") or ""))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _outcome(record: RunRecord, seen: _Seen) -> str:
+    rid = record.id
+    if record.status == "succeeded":
+        return _answer(record.output or {})
+    if record.status == "waiting_approval":
+        node, prompt = seen.approval or ("?", "")
+        asked = f": {prompt}" if prompt else ""
+        return (
+            f"Run `{rid}` is waiting for approval at node `{node}`{asked}\n"
+            f"Approve or reject it with `arbor runs approve {rid}` / "
+            f"`arbor runs reject {rid}`, or POST /v1/runs/{rid}/approve or /reject."
+        )
+    if record.status == "failed":
+        return f"Run `{rid}` failed: {record.error or 'unknown error'}"
+    return f"Run `{rid}` is {record.status}."
 
 
 async def _close(events: AsyncIterator[RunEvent]) -> None:
@@ -308,6 +335,17 @@ def _progress(event: RunEvent) -> str:
         return f"- `{event.node}` finished{what}\n"
     if event.type == "run_resumed":
         return "- run resumed\n"
+    data = event.data
+    if event.type == "llm_call":
+        who = data.get("agent") or event.node or "a node"
+        tokens = _int(data.get("input_tokens")) + _int(data.get("output_tokens"))
+        return f"  - `{who}` asked `{data.get('model')}` ({tokens} tokens)\n"
+    if event.type == "tool_call":
+        failed = "" if data.get("ok") else f" (failed: {data.get('error')})"
+        return f"  - `{data.get('agent')}` called `{data.get('tool')}`{failed}\n"
+    if event.type == "approval_decided":
+        verdict = "approved" if data.get("approved") else "rejected"
+        return f"- `{event.node}` {verdict}\n"
     return ""
 
 
