@@ -68,3 +68,21 @@ async def test_the_admin_key_from_settings_is_bootstrapped(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="ARBOR_ADMIN_KEY") as info:
         await open_context(settings.model_copy(update={"admin_key": SecretStr("weak")}))
     assert "weak" not in str(info.value)
+
+
+async def test_openapi_documents_problem_json_errors(make_http: MakeHTTP) -> None:
+    async with make_http() as client:
+        spec = (await client.get("/openapi.json")).json()
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    create = spec["paths"]["/v1/keys"]["post"]
+    assert create["security"] == [{"HTTPBearer": []}]
+    for status in ("401", "403", "422", "429", "default"):
+        content = create["responses"][status]["content"]
+        assert list(content) == ["application/problem+json"], status
+        assert content["application/problem+json"]["schema"]["required"] == [
+            "type",
+            "title",
+            "status",
+            "detail",
+            "request_id",
+        ]

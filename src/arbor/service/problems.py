@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -64,7 +64,9 @@ from arbor.service.errors import (
 __all__ = [
     "OPENAI_PATHS",
     "PROBLEM_JSON",
+    "PROBLEM_RESPONSES",
     "Problem",
+    "ProblemDetails",
     "install_problem_handlers",
     "problem_for",
     "problem_response",
@@ -112,6 +114,36 @@ _OPENAI_TYPES = {
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+}
+
+
+class ProblemDetails(BaseModel):
+    """The body of every error answer (for the OpenAPI schema; rendering is by hand)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str | None
+    #: Validation failures: ``loc``, ``msg`` and ``type`` of each field error.
+    errors: list[dict[str, Any]] | None = None
+
+
+def _documented(description: str) -> dict[str, Any]:
+    schema = {"schema": ProblemDetails.model_json_schema()}
+    return {"description": description, "content": {PROBLEM_JSON: schema}}
+
+
+#: OpenAPI ``responses`` for routers whose errors are problem+json (``create_app`` adds them
+#: to every router outside :data:`OPENAI_PATHS`); also replaces FastAPI's default 422 schema.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("Missing, invalid, expired or revoked API key"),
+    403: _documented("The API key lacks the scope"),
+    422: _documented("Invalid request"),
+    429: _documented("The API key's requests per minute are used up (see Retry-After)"),
+    "default": _documented("Any other error"),
 }
 
 
