@@ -14,7 +14,8 @@ a provider model's stream.
   the last user message (a JSON object is the state input; plain text fills the state's
   ``task``, ``input`` or ``prompt`` field, whichever exists). A stream shows node progress
   lines as the run emits them, then the output; closing the stream does not stop the run.
-  A run that pauses for approval says so and how to decide; a failed run says why.
+  A run that pauses for approval says so and how to decide; a failed run says why. The
+  reply's usage is the sum of the run's ``llm_call`` events.
 """
 
 from __future__ import annotations
