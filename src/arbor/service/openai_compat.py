@@ -143,7 +143,6 @@ class ChatCompletionRequest(_Body):
     tools: list[ToolIn] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     response_format: dict[str, Any] | None = None
-    user: str | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -158,7 +157,6 @@ class EmbeddingsIn(_Body):
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
-    user: str | None = None
 
 
 def _text(content: str | list[ContentPart] | None, index: int) -> str | None:
