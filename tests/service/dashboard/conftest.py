@@ -41,6 +41,7 @@ def login() -> Login:
     """``await login(client, key)`` logs in and returns the session's CSRF token."""
 
     async def do(client: httpx.AsyncClient, key: str) -> str:
+        client.cookies.clear()  # a fresh visitor
         form = await client.get("/login")
         assert form.status_code == 200
         answer = await client.post(

@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 _STATE_NAMES = {value: name for name, value in BREAKER_STATES.items()}
+#: Breakers listed worst first.
+_SEVERITY = {"open": 0, "half_open": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,4 +191,4 @@ def breaker_rows(metrics: Metrics) -> list[BreakerRow]:
         for s in family.samples:
             state = _STATE_NAMES.get(s.value, "unknown")
             rows.append(BreakerRow(s.labels["provider"], s.labels["model"], state))
-    return sorted(rows, key=lambda r: (r.state == "closed", r.provider, r.model))
+    return sorted(rows, key=lambda r: (_SEVERITY.get(r.state, 2), r.provider, r.model))
