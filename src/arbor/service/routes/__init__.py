@@ -15,10 +15,11 @@ from arbor.service.routes.usage import router as usage_router
 
 __all__ = ["ROUTERS"]
 
+# Routes are matched in order: the gateway's hot paths come first.
 ROUTERS: tuple[APIRouter, ...] = (
+    openai_router,
     health_router,
     keys_router,
-    openai_router,
     runs_router,
     agents_router,
     usage_router,
