@@ -181,3 +181,22 @@ def test_serve_refuses_a_bad_setting_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "ARBOR_ADMIN_KEY" in done.stderr and "Traceback" not in done.stderr
     assert "short" not in done.stderr
+
+
+def test_serve_on_a_busy_port_exits_1_with_a_reason(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "ARBOR_HOME": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])),
+    }
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cmd = [sys.executable, "-m", "arbor.service.cli", "serve", "--port", str(port)]
+        done = subprocess.run(
+            cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"could not serve on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

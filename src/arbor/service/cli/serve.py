@@ -36,6 +36,10 @@ def serve(
         started = _run(settings, bind_host, bind_port)
     except ArborError as exc:
         fail(str(exc), exit_code_for(exc))
+    except SystemExit as exc:  # uvicorn exits on its own when it cannot bind (code 1 or 3)
+        if exc.code not in (0, None):
+            fail(f"could not serve on {bind_host}:{bind_port} (see the log above)", EXIT_ERROR)
+        raise
     if not started:
         fail(f"the server did not start on {bind_host}:{bind_port} (see the log above)", EXIT_ERROR)
 
