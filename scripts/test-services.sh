@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the services the test suite needs: PostgreSQL 15 and Redis, both on loopback.
+# Start the services the test suite needs: PostgreSQL 15 and Redis, both on loopback, and
+# Debian's Chromium for the dashboard's browser tests.
 #
 # Idempotent. As root on Debian 12 it installs the packages when missing (running
 # `apt-get update` first only when an install is needed), starts both servers, creates the
@@ -38,6 +39,9 @@ missing_packages() {
     if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
         missing+=("redis-server" "redis-tools")
     fi
+    if ! chromium_bin >/dev/null; then
+        missing+=("chromium")
+    fi
     printf '%s\n' "${missing[@]}"
 }
 
@@ -53,6 +57,9 @@ install_packages() {
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
+
+# Debian's Chromium (Playwright drives it headless; no browser download).
+chromium_bin() { command -v chromium || command -v chromium-browser; }
 
 # ---- PostgreSQL ----------------------------------------------------------------------
 pg_port() {
@@ -159,6 +166,7 @@ main() {
     printf 'export ARBOR_TEST_POSTGRES_URL=postgresql+asyncpg://%s:%s@127.0.0.1:%s/%s\n' \
         "$PG_USER" "$PG_PASSWORD" "$(pg_port)" "$PG_DATABASE"
     printf 'export ARBOR_TEST_REDIS_URL=redis://%s:%s/0\n' "$REDIS_HOST" "$REDIS_PORT"
+    printf 'export ARBOR_TEST_CHROMIUM=%s\n' "$(chromium_bin)"
 }
 
 main "$@"
