@@ -3,16 +3,17 @@
 Three targets answer the same OpenAI-compatible requests: the mock upstream itself ("direct"),
 ``arbor serve`` and LiteLLM's proxy, each gateway forwarding to that mock; each runs in its own
 process with one worker and no response cache. One load generator (aiohttp, keep-alive, in this
-process) measures every target the same way, one target at a time:
+process) measures every target the same way, in rounds that take the targets in turn:
 
 - sequential non-streaming latency → added p50 = gateway p50 - direct p50;
-- throughput with 50 requests in flight for a fixed time (plus the gateway's CPU per request,
-  read from /proc, which does not depend on how the load generator shares the cores);
+- throughput with 50 requests in flight for a fixed time, the median of the rounds (plus the
+  gateway's CPU per request, read from /proc, which does not depend on how the load
+  generator shares the cores);
 - streaming time to first content chunk → added TTFT = gateway TTFT p50 - direct TTFT p50.
 
 Usage::
 
-    arbor bench gateway --out benchmarks/results/gateway.json [--quick] [--only direct arbor]
+    arbor bench gateway --out benchmarks/results/gateway.json [--quick] [--only direct,arbor]
 
 Output follows the "Benchmark output" shape in INTERFACES.md; targets come from this run.
 Nothing leaves loopback: LiteLLM reads its bundled cost map (``LITELLM_LOCAL_MODEL_COST_MAP``),
@@ -32,6 +33,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +41,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -56,12 +58,15 @@ MESSAGES = [
 ]
 TARGETS = ("direct", "arbor", "litellm")
 Session = aiohttp.ClientSession
+Figures = dict[str, dict[str, float]]  # target name -> figure name -> value
 SRC = Path(__file__).resolve().parents[1] / "src"
 NOTE = (
     "All processes share this machine's {cpus} CPU(s): the load generator competes with the "
     "gateway and the mock upstream for cores, so absolute throughput is lower than on a "
-    "dedicated client machine; the same generator drives every target, one at a time, so the "
-    "ratios are fair. gateway_cpu_us_per_request is the gateway process's own CPU time."
+    "dedicated client machine. The same generator drives every target, in rounds that take "
+    "the targets in turn, so the ratios are fair; throughput is the median round. "
+    "gateway_cpu_us_per_request is the gateway process's own CPU time under load, which "
+    "does not depend on how the cores are shared."
 )
 
 
@@ -267,44 +272,65 @@ async def _complete(session: Session, t: Target, body: bytes) -> None:
             raise BenchError(f"{t.name}: not a chat completion: {payload[:300]!r}")
 
 
-async def _sequential(session: Session, t: Target, n: int, warmup: int) -> dict[str, float]:
+@dataclass(slots=True)
+class _Samples:
+    """Everything measured for one target, gathered over the rounds."""
+
+    seq_ms: list[float] = field(default_factory=list)
+    round_rps: list[float] = field(default_factory=list)
+    loaded_ms: list[float] = field(default_factory=list)
+    loaded_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    ttft_ms: list[float] = field(default_factory=list)
+    chunks: int = 0
+
+    def figures(self, has_cpu: bool) -> dict[str, float]:
+        c = CONCURRENCY
+        out = {
+            "seq_p50_ms": _pct(self.seq_ms, 50),
+            "seq_p99_ms": _pct(self.seq_ms, 99),
+            f"throughput_c{c}_rps": statistics.median(self.round_rps),
+            f"throughput_c{c}_rps_min": min(self.round_rps),
+            f"throughput_c{c}_rps_max": max(self.round_rps),
+            f"c{c}_p50_ms": _pct(self.loaded_ms, 50),
+            f"c{c}_p99_ms": _pct(self.loaded_ms, 99),
+            f"c{c}_requests": float(len(self.loaded_ms)),
+            "stream_ttft_p50_ms": _pct(self.ttft_ms, 50),
+            "stream_ttft_p99_ms": _pct(self.ttft_ms, 99),
+            "stream_content_chunks": self.chunks / len(self.ttft_ms),
+        }
+        if has_cpu:
+            out["gateway_cpu_us_per_request"] = self.cpu_seconds / len(self.loaded_ms) * 1e6
+        return out
+
+
+async def _sequential(session: Session, t: Target, n: int, into: _Samples) -> None:
     body = t.body(stream=False)
-    for _ in range(warmup):
-        await _complete(session, t, body)
-    times = []
     for _ in range(n):
         start = time.perf_counter()
         await _complete(session, t, body)
-        times.append((time.perf_counter() - start) * 1000)
-    return {"seq_p50_ms": _pct(times, 50), "seq_p99_ms": _pct(times, 99)}
+        into.seq_ms.append((time.perf_counter() - start) * 1000)
 
 
-async def _throughput(session: Session, t: Target, seconds: float) -> dict[str, float]:
+async def _throughput(session: Session, t: Target, seconds: float, into: _Samples) -> None:
     """``CONCURRENCY`` workers send back to back until the deadline; every answer is checked."""
     body = t.body(stream=False)
-    await asyncio.gather(*(_complete(session, t, body) for _ in range(CONCURRENCY)))  # warm pool
-    latencies: list[float] = []
+    done: list[float] = []
 
     async def worker(deadline: float) -> None:
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             await _complete(session, t, body)
-            latencies.append((time.perf_counter() - start) * 1000)
+            done.append((time.perf_counter() - start) * 1000)
 
     cpu0 = _cpu_seconds(t.pid) if t.pid else 0.0
     start = time.perf_counter()
     await asyncio.gather(*(worker(start + seconds) for _ in range(CONCURRENCY)))
     elapsed = time.perf_counter() - start
-    cpu = (_cpu_seconds(t.pid) if t.pid else 0.0) - cpu0
-    out = {
-        f"throughput_c{CONCURRENCY}_rps": len(latencies) / elapsed,
-        f"c{CONCURRENCY}_p50_ms": _pct(latencies, 50),
-        f"c{CONCURRENCY}_p99_ms": _pct(latencies, 99),
-        f"c{CONCURRENCY}_requests": float(len(latencies)),
-    }
-    if t.pid:
-        out["gateway_cpu_us_per_request"] = cpu / len(latencies) * 1e6
-    return out
+    into.cpu_seconds += (_cpu_seconds(t.pid) if t.pid else 0.0) - cpu0
+    into.round_rps.append(len(done) / elapsed)
+    into.loaded_ms += done
+    into.loaded_seconds += elapsed
 
 
 async def _one_stream(session: Session, t: Target, body: bytes) -> tuple[float, int]:
@@ -332,33 +358,57 @@ async def _one_stream(session: Session, t: Target, body: bytes) -> tuple[float, 
     return ttft, chunks
 
 
-async def _streaming(session: Session, t: Target, n: int, warmup: int) -> dict[str, float]:
+async def _streaming(session: Session, t: Target, n: int, into: _Samples) -> None:
     body = t.body(stream=True)
-    for _ in range(warmup):
-        await _one_stream(session, t, body)
-    ttfts, chunks = [], 0
     for _ in range(n):
-        ttft, c = await _one_stream(session, t, body)
-        ttfts.append(ttft)
-        chunks += c
-    return {
-        "stream_ttft_p50_ms": _pct(ttfts, 50),
-        "stream_ttft_p99_ms": _pct(ttfts, 99),
-        "stream_content_chunks": chunks / n,
-    }
+        ttft, chunks = await _one_stream(session, t, body)
+        into.ttft_ms.append(ttft)
+        into.chunks += chunks
 
 
-async def measure(t: Target, n: dict[str, float]) -> dict[str, float]:
-    """Every measurement of one target, with one keep-alive session."""
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=False)
+async def _warm(session: Session, t: Target, n: int) -> None:
+    """Connections open, code paths imported and caches filled before anything is timed."""
+    body, scratch = t.body(stream=False), _Samples()
+    await asyncio.gather(*(_complete(session, t, body) for _ in range(CONCURRENCY)))
+    await _sequential(session, t, n, scratch)
+    await _streaming(session, t, max(1, n // 4), scratch)
+
+
+async def measure(targets: list[Target], n: dict[str, float]) -> Figures:
+    """Every measurement of every target, in rounds that take the targets in turn (a
+    different one first each round), so a burst of load from elsewhere on the machine is
+    spread over all of them instead of landing on one. One keep-alive session per target."""
+    rounds = max(1, int(n["rounds"]))
+    samples = {t.name: _Samples() for t in targets}
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        results = await _sequential(session, t, int(n["seq"]), int(n["warmup"]))
-        gc.collect()
-        results |= await _throughput(session, t, n["tp_seconds"])
-        gc.collect()
-        results |= await _streaming(session, t, int(n["stream"]), int(n["warmup"]) // 4)
-    return {k: round(v, 4) for k, v in results.items()}
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {}
+        for t in targets:
+            connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+            session = Session(connector=connector, timeout=timeout)
+            sessions[t.name] = await stack.enter_async_context(session)
+            await _warm(sessions[t.name], t, int(n["warmup"]))
+
+        def turns(r: int) -> list[Target]:
+            k = r % len(targets)
+            return targets[k:] + targets[:k]
+
+        for phase in ("seq", "tp", "stream"):
+            for r in range(rounds):
+                for t in turns(r):
+                    gc.collect()
+                    session, into = sessions[t.name], samples[t.name]
+                    if phase == "seq":
+                        await _sequential(session, t, int(n["seq"]) // rounds, into)
+                    elif phase == "tp":
+                        await _throughput(session, t, n["tp_seconds"] / rounds, into)
+                    else:
+                        await _streaming(session, t, int(n["stream"]) // rounds, into)
+            print(f"bench gateway: {phase} done", file=sys.stderr, flush=True)
+    return {
+        t.name: {k: round(v, 4) for k, v in samples[t.name].figures(t.pid is not None).items()}
+        for t in targets
+    }
 
 
 # ---- the run -----------------------------------------------------------------------------
@@ -415,7 +465,7 @@ def _target(name: str, upstream: str, work: Path, profile: Path | None) -> Itera
         yield Target("direct", upstream, MODEL, "sk-upstream")
 
 
-def _loop_run(coro: Coroutine[Any, Any, dict[str, float]]) -> dict[str, float]:
+def _loop_run(coro: Coroutine[Any, Any, Figures]) -> Figures:
     """uvloop when installed (a cheaper generator leaves more CPU to the servers), else
     asyncio; the same loop drives every target either way."""
     try:
@@ -429,20 +479,19 @@ def run(quick: bool, only: list[str] | None, profile: Path | None = None) -> dic
     from arbor.testing.mock_upstream import spawn_mock_upstream
 
     n: dict[str, float] = (
-        {"warmup": 20, "seq": 100, "tp_seconds": 1.0, "stream": 30}
+        {"rounds": 1, "warmup": 20, "seq": 100, "tp_seconds": 1.0, "stream": 30}
         if quick
-        else {"warmup": 200, "seq": 2000, "tp_seconds": 10.0, "stream": 500}
+        else {"rounds": 5, "warmup": 200, "seq": 2000, "tp_seconds": 15.0, "stream": 500}
     )
     names = [name for name in TARGETS if not only or name in only]
-    clients: dict[str, dict[str, float]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="arbor-bench-gw-") as tmp,
-        spawn_mock_upstream(chunks=CHUNKS) as upstream,
-    ):
-        for name in names:  # one gateway up at a time: an idle one takes no CPU from the other
-            print(f"bench gateway: {name} ...", file=sys.stderr, flush=True)
-            with _target(name, upstream, Path(tmp), profile) as target:
-                clients[name] = _loop_run(measure(target, n))
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="arbor-bench-gw-")))
+        upstream = stack.enter_context(spawn_mock_upstream(chunks=CHUNKS))
+        targets = []
+        for name in names:  # all up at once (idle, a gateway takes no measurable CPU)
+            print(f"bench gateway: starting {name}", file=sys.stderr, flush=True)
+            targets.append(stack.enter_context(_target(name, upstream, tmp, profile)))
+        clients = _loop_run(measure(targets, n))
     _added(clients)
     cpus = os.cpu_count()
     return {
