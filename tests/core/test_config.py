@@ -95,6 +95,7 @@ def test_service_section_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     defaults = load_settings().service
     assert defaults.cors_origins == [] and defaults.max_body_bytes == 1_048_576
     assert not defaults.metrics_require_key and defaults.shutdown_timeout == 10.0
+    assert defaults.key_cache_seconds == 0.0  # revocations apply to the next request
     monkeypatch.setenv("ARBOR_SERVICE__CORS_ORIGINS", '["https://ui.example/"]')
     monkeypatch.setenv("ARBOR_SERVICE__SESSION_SECRET", "a-very-private-session-secret")
     monkeypatch.setenv("ARBOR_SERVICE__MAX_BODY_BYTES", "4096")

@@ -303,6 +303,7 @@ async def test_a_keys_budget_stops_its_chat_calls(
 async def test_a_lookup_racing_a_revoke_is_not_cached(service_ctx: ServiceContext) -> None:
     new = await service_ctx.keys.create("racy", scopes=["read"])
     auth = service_ctx.auth
+    auth._ttl = 60.0  # a cache long enough that a wrongly cached record would be used
     original = service_ctx.keys.verify
 
     async def verify_then_revoke(key: str) -> Any:

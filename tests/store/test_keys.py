@@ -128,3 +128,26 @@ def test_scopes_nest() -> None:
     assert implied_scopes(["run"]) == {"read", "run"}
     assert implied_scopes(["read"]) == {"read"}
     assert implied_scopes([]) == frozenset()
+
+
+async def test_direct_and_session_lookups_read_the_same_key(
+    db: Database, session_db: Database
+) -> None:
+    """On SQLite ``verify`` reads through ``Database.direct``; both paths agree field by field."""
+    keys = KeyRepository(db)
+    new = await keys.create(
+        "both",
+        scopes=["read", "run"],
+        expires_at=datetime.now(UTC) + timedelta(days=1),
+        rpm=7,
+        tpm=700,
+        budget_usd=0.125,
+    )
+    await keys.mark_used(new.record.id)
+    direct = await keys._by_handle(new.record.prefix)
+    through_session = await KeyRepository(session_db)._by_handle(new.record.prefix)
+    assert direct is not None and direct == through_session
+    assert direct[0] == await keys.get(new.record.id)
+    assert direct[0].last_used_at is not None and direct[0].expires_at is not None
+    assert await keys._by_handle("nosuchhandle") is None
+    assert (db.direct is not None) == (db.dialect == "sqlite")

@@ -138,10 +138,11 @@ class ServiceSettings(_Section):
     session_secret: SecretStr | None = None
     #: Seconds ``arbor serve`` waits for in-flight requests and streams on SIGTERM.
     shutdown_timeout: float = Field(10.0, gt=0)
-    #: How long a verified API key is trusted without asking the store again. Changes made
-    #: through this process (API, dashboard) apply at once; a revoke from another process
-    #: (``arbor keys revoke``) within this many seconds. 0 checks the store on every request.
-    key_cache_seconds: float = Field(1.0, ge=0, le=60)
+    #: How long a verified API key is trusted without asking the store again. 0 (default):
+    #: every request asks (tens of microseconds on SQLite), so a revoke from any process
+    #: applies to the next request. With a remote PostgreSQL a second or so saves a round
+    #: trip per request; changes made through this process still apply at once.
+    key_cache_seconds: float = Field(0.0, ge=0, le=60)
 
     @field_validator("cors_origins")
     @classmethod

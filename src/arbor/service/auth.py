@@ -1,12 +1,11 @@
-"""Who is calling: an API key from ``Authorization: Bearer <key>`` (or ``x-api-key``) checked
-against the store on every request, so revoking or rotating a key takes effect at once.
+"""Who is calling: an API key from ``Authorization: Bearer <key>`` (or ``x-api-key``).
 
-A verified key is trusted for ``key_cache_seconds`` (default 1 s) before the store is asked
-again: a lookup through SQLAlchemy costs most of a millisecond on SQLite, the gateway's whole
-added-latency budget. Changes made through this process's :class:`KeyRepository` (the API,
-the dashboard) drop the cached entry at once, so they apply to the very next request; a
-change from another process (``arbor keys revoke``) applies within the cache time, and
-``key_cache_seconds = 0`` asks the store on every request. Expiry is checked every time.
+The store is asked on every request by default (on SQLite a direct ``sqlite3`` read of tens
+of microseconds), so revoking or rotating a key — through the API or ``arbor keys`` in another
+process — applies to the very next request. ``service.key_cache_seconds`` lets a verified key
+be trusted for a while instead (worth it when the store is a remote PostgreSQL): changes made
+through this process's :class:`KeyRepository` still drop the cached entry at once, changes
+from elsewhere apply within the cache time. Expiry is checked every time.
 
 A verified key becomes a :class:`Principal`. Its limits are handed to the ``llm`` layer
 (requests/min and tokens/min through :meth:`LLMClient.set_key_limits`, its USD budget as the
@@ -117,7 +116,7 @@ class Authenticator:
         usage: UsageRepository,
         *,
         limiter: RequestRateLimiter | None = None,
-        cache_seconds: float = 1.0,
+        cache_seconds: float = 0.0,
     ) -> None:
         self.keys = keys
         self.client = client
