@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from _pages import Login, csrf_of
 
+from arbor.agents.definitions import AgentDefinition, AgentDefinitionError
 from arbor.service.context import ServiceContext
+from arbor.service.dashboard.agents import definition_from_form
 from arbor.store import AgentRepository
 
 Browser = tuple[httpx.AsyncClient, str]
@@ -170,3 +173,19 @@ async def test_unknown_agent_and_bad_filter(admin_browser: Browser) -> None:
     bad = await client.get("/agents?status=<x>")
     assert bad.status_code == 422
     assert "<x>" not in bad.text
+
+
+def test_an_edit_keeps_stored_fields_the_form_does_not_show() -> None:
+    base = {"name": "tooled", "instructions": "x", "tools": ["search"], "max_steps": 9}
+    values = {"name": "tooled", "instructions": "y", "max_steps": "2"}
+    if "tools" in AgentDefinition.model_fields:
+        definition = definition_from_form(values, base=base)
+        assert definition.to_document()["tools"] == ["search"]
+        assert definition.max_steps == 2 and definition.instructions == "y"
+    else:  # the field reached validation: it was kept, not silently dropped
+        with pytest.raises(AgentDefinitionError, match="tools"):
+            definition_from_form(values, base=base)
+    cleared = definition_from_form(
+        {"name": "plain", "instructions": "y"}, base={"name": "plain", "model": "a:b"}
+    )
+    assert cleared.model is None  # a form field left blank is cleared, not kept

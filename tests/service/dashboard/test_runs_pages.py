@@ -141,3 +141,13 @@ async def test_unknown_run_and_bad_filters(admin_browser: Browser) -> None:
     assert (await client.get("/runs/run_nope")).status_code == 404
     assert (await client.get("/runs?status=bogus")).status_code == 422
     assert (await client.get("/runs?cursor=garbage")).status_code == 422
+
+
+async def test_picking_a_workflow_fills_in_its_example(admin_browser: Browser) -> None:
+    client, _ = admin_browser
+    answer = await client.get("/runs/new/example?workflow=gate")
+    assert answer.status_code == 200
+    assert answer.text.startswith('<textarea id="input"')
+    assert "&#34;task&#34;" in answer.text
+    unknown = await client.get("/runs/new/example?workflow=nope")
+    assert ">{}</textarea>" in unknown.text

@@ -35,6 +35,22 @@ router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
 _STATUSES: tuple[AgentStatus, ...] = ("enabled", "disabled", "disabled_flapping")
 _MAX_FIELD = 20_000
+#: Definition fields the form edits; any other stored field survives an edit untouched.
+_FORM_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "role",
+        "instructions",
+        "model",
+        "output",
+        "max_steps",
+        "max_output_retries",
+        "temperature",
+        "memory",
+        "variables",
+    }
+)
 
 
 @router.get("/agents")
@@ -85,7 +101,7 @@ async def update_agent(request: Request, name: str, session: Checked) -> Respons
     record = await _find(request, name)
     values = {**_values(await request.form()), "name": record.name}
     try:
-        definition = definition_from_form(values)
+        definition = definition_from_form(values, base=record.definition)
         repo = AgentRepository(dashboard_of(request).ctx.db)
         await repo.update_definition(record.id, definition.to_document())
     except ArborError as exc:
@@ -104,9 +120,13 @@ async def disable_agent(request: Request, name: str, session: Checked) -> Respon
 
 
 # ---- helpers ----------------------------------------------------------------------------
-def definition_from_form(values: dict[str, str]) -> AgentDefinition:
-    """A validated definition from the form's text fields (blank means "not set")."""
-    doc: dict[str, Any] = {"name": values.get("name", "")}
+def definition_from_form(
+    values: dict[str, str], *, base: dict[str, Any] | None = None
+) -> AgentDefinition:
+    """A validated definition from the form's text fields (blank means "not set"); fields of
+    ``base`` (the stored definition) that the form does not show, such as tools, are kept."""
+    kept = {k: v for k, v in (base or {}).items() if k not in _FORM_FIELDS}
+    doc: dict[str, Any] = {**kept, "name": values.get("name", "")}
     for field in ("description", "role", "instructions", "model", "output"):
         if values.get(field):
             doc[field] = values[field]
@@ -178,13 +198,14 @@ def _form(
     error: ArborError | None = None,
 ) -> Response:
     status = problem_for(error).status if error is not None else 200
+    message = dashboard_of(request).ctx.redactor.text(str(error)) if error is not None else ""
     return render(
         request,
         "agent_form.html",
         status_code=status,
         agent=record,
         values=values,
-        error=str(error) if error is not None else "",
+        error=message,
         roles=ROLE_NAMES,
         outputs=["text", *sorted(OUTPUT_TYPES)],
     )

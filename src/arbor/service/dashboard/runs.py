@@ -88,6 +88,13 @@ async def new_run(request: Request, session: Viewer, workflow: str = "") -> Resp
     return _form(request, runs, chosen, "", _example(runs, chosen))
 
 
+@router.get("/runs/new/example")
+async def example(request: Request, session: Viewer, workflow: str = "") -> Response:
+    """The input box filled with the chosen workflow's example (htmx swaps it in)."""
+    runs = manager_of(dashboard_of(request))
+    return render(request, "_run_input.html", input=_example(runs, workflow))
+
+
 @router.post("/runs/new")
 async def start_run(
     request: Request,
@@ -224,6 +231,7 @@ def _form(
     *,
     error: ArborError | None = None,
 ) -> Response:
+    message = dashboard_of(request).ctx.redactor.text(str(error)) if error is not None else ""
     return render(
         request,
         "run_new.html",
@@ -232,5 +240,5 @@ def _form(
         workflow=workflow,
         model=model,
         input=input_text,
-        error=str(error) if error is not None else "",
+        error=message,
     )
