@@ -58,7 +58,13 @@ _UPDATE_RUN = (
 )
 _TOUCH_RUN = "UPDATE runs SET current_node = ?, updated_at = ? WHERE id = ?"
 _RUN_EXISTS = "SELECT 1 FROM runs WHERE id = ?"
-_LAST_CHECKPOINT = "SELECT coalesce(max(seq), 0) FROM checkpoints WHERE run_id = ?"
+# One statement for what a checkpoint must know first: does the run exist, and the last seq
+# of its checkpoints and of its events (each statement is a few microseconds of the budget).
+_CHECKPOINT_POSITION = (
+    "SELECT (SELECT 1 FROM runs WHERE id = ?), "
+    "(SELECT coalesce(max(seq), 0) FROM checkpoints WHERE run_id = ?), "
+    "(SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?)"
+)
 _INSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (run_id, seq, node, delta, created_at) VALUES (?, ?, ?, ?, ?)"
 )
@@ -70,7 +76,10 @@ _INSERT_OUTPUT = (
 _SELECT_OUTPUT = (
     "SELECT value, created_at FROM idempotency_records WHERE run_id = ? AND key = ?"
 )
-_LAST_EVENT = "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?"
+_EVENT_POSITION = (
+    "SELECT (SELECT 1 FROM runs WHERE id = ?), "
+    "(SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?)"
+)
 _INSERT_EVENT = (
     "INSERT INTO events (id, run_id, seq, type, node, data, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -208,19 +217,20 @@ def checkpoint(
     output_rows = [
         (run_id, key, _json(value, _INSERT_OUTPUT), stamp) for key, value in (outputs or {}).items()
     ]
-    if conn.execute(_TOUCH_RUN, (node, stamp, run_id)).rowcount == 0:
+    exists, last, last_event = conn.execute(_CHECKPOINT_POSITION, (run_id,) * 3).fetchone()
+    if exists is None:
         raise NotFoundError(f"run {run_id!r} not found")
-    last: int = conn.execute(_LAST_CHECKPOINT, (run_id,)).fetchone()[0]
     if expected_seq is not None and last != expected_seq:
         raise WorkflowError(
             f"run {run_id!r} is at checkpoint {last}, not {expected_seq}: "
             "another process is running it",
             run_id=run_id,
         )
+    conn.execute(_TOUCH_RUN, (node, stamp, run_id))
     conn.execute(_INSERT_CHECKPOINT, (run_id, last + 1, node, delta_json, stamp))
     if output_rows:
         conn.executemany(_INSERT_OUTPUT, output_rows)
-    written = _insert_events(conn, run_id, events, now)
+    written = _insert_events(conn, run_id, events, last_event + 1, now)
     record = CheckpointRecord(run_id=run_id, seq=last + 1, node=node, delta=delta, created_at=now)
     return CheckpointResult(checkpoint=record, events=written)
 
@@ -249,19 +259,20 @@ def append_events(
     conn: sqlite3.Connection, run_id: str, events: Sequence[NewEvent]
 ) -> list[EventRecord]:
     """Events with the run's next consecutive ``seq`` numbers; needs the write lock."""
-    if conn.execute(_RUN_EXISTS, (run_id,)).fetchone() is None:
+    exists, last_event = conn.execute(_EVENT_POSITION, (run_id, run_id)).fetchone()
+    if exists is None:
         raise NotFoundError(f"run {run_id!r} not found")
-    return _insert_events(conn, run_id, events, utcnow())
+    return _insert_events(conn, run_id, events, last_event + 1, utcnow())
 
 
 def _insert_events(
-    conn: sqlite3.Connection, run_id: str, events: Sequence[NewEvent], now: datetime
+    conn: sqlite3.Connection, run_id: str, events: Sequence[NewEvent], start: int, now: datetime
 ) -> list[EventRecord]:
+    """``events`` numbered from ``start``, the run's next seq (read under the write lock)."""
     if not events:
         return []
     stamp = _ts(now)
     payloads = [_json(e.data, _INSERT_EVENT) for e in events]
-    start: int = conn.execute(_LAST_EVENT, (run_id,)).fetchone()[0] + 1
     records = [
         EventRecord(
             id=new_id("evt"),
