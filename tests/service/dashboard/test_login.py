@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from _pages import Login, login_token_of
+from fastapi import FastAPI
 
 from arbor.service.context import ServiceContext
 from arbor.service.dashboard.login import safe_next
@@ -161,3 +162,27 @@ async def test_an_already_logged_in_visit_to_login_goes_on(
 )
 def test_next_stays_on_this_site(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+async def test_repeated_failures_make_the_client_wait(
+    browser: httpx.AsyncClient, admin_key: str
+) -> None:
+    for _ in range(10):
+        form = await browser.get("/login")
+        answer = await browser.post(
+            "/login", data={"api_key": "arb_guess_x", "login_token": login_token_of(form.text)}
+        )
+        assert answer.status_code == 401
+    form = await browser.get("/login")
+    answer = await browser.post(
+        "/login", data={"api_key": admin_key, "login_token": login_token_of(form.text)}
+    )
+    assert answer.status_code == 429  # even the right key waits: guessing gains nothing
+    assert int(answer.headers["retry-after"]) >= 1
+    assert "arbor_session=" not in answer.headers.get("set-cookie", "")
+
+
+def test_dashboard_routes_stay_out_of_the_openapi_schema(app: FastAPI) -> None:
+    paths = app.openapi()["paths"]
+    assert paths  # the API is there
+    assert not [p for p in paths if not p.startswith(("/v1", "/healthz", "/readyz", "/metrics"))]

@@ -1,10 +1,11 @@
-"""Session ids and nonces signed with the service secret; sessions expire and end."""
+"""Session ids and nonces signed with the service secret; sessions expire and end; failed
+logins are throttled per client."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from arbor.service.dashboard.sessions import SessionStore, Signer, tokens_match
+from arbor.service.dashboard.sessions import LoginThrottle, SessionStore, Signer, tokens_match
 from arbor.store import KeyRecord
 
 
@@ -67,3 +68,19 @@ def test_tokens_match_is_strict() -> None:
     assert not tokens_match(None, "abc")
     assert not tokens_match("", "abc")
     assert not tokens_match("ab\udcff", "abc")
+
+
+def test_login_throttle_counts_failures_per_client_in_a_window() -> None:
+    now = [0.0]
+    throttle = LoginThrottle(max_failures=3, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.wait("1.2.3.4") == 0
+        throttle.failed("1.2.3.4")
+        now[0] += 1
+    assert throttle.wait("1.2.3.4") == 57  # the oldest of the last three fails out at 60
+    assert throttle.wait("5.6.7.8") == 0
+    now[0] = 61
+    assert throttle.wait("1.2.3.4") == 0
+    throttle.failed("1.2.3.4")
+    throttle.succeeded("1.2.3.4")
+    assert throttle.wait("1.2.3.4") == 0

@@ -3,11 +3,13 @@
 The key is checked against the store once (hash lookup, constant-time compare) and then
 forgotten: the browser gets only the signed session cookie (HttpOnly, SameSite=Strict, Secure
 over https). A wrong key gets the same one-line answer whatever was wrong with it, and the
-value is never echoed. ``next`` is followed only to a path on this site.
+value is never echoed; a client with too many failures in a minute waits (429). ``next`` is
+followed only to a path on this site.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Annotated
 
@@ -71,13 +73,22 @@ async def login(
         return _form(
             request, safe_next(next), "The login form expired; please try again.", status=403
         )
+    client = request.client.host if request.client is not None else "?"
+    wait = dash.throttle.wait(client)
+    if wait > 0:
+        message = f"Too many failed logins; try again in {math.ceil(wait)} s."
+        answer = _form(request, safe_next(next), message, status=429)
+        answer.headers["Retry-After"] = str(math.ceil(wait))
+        return answer
     key = api_key.strip()
     if not key or len(key) > _MAX_KEY:
         return _form(request, safe_next(next), "Enter an API key.", status=401)
     try:
         record = await dash.ctx.keys.verify(key)
     except AuthError:
+        dash.throttle.failed(client)
         return _form(request, safe_next(next), "That API key is not valid.", status=401)
+    dash.throttle.succeeded(client)
     session = dash.sessions.create(record)
     response = see_other(safe_next(next))
     response.set_cookie(

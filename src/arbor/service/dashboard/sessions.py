@@ -25,12 +25,15 @@ from dataclasses import dataclass, field
 
 from arbor.store import KeyRecord
 
-__all__ = ["Session", "SessionStore", "Signer", "tokens_match"]
+__all__ = ["LoginThrottle", "Session", "SessionStore", "Signer", "tokens_match"]
 
 #: Sessions end this long after login, whatever happens in between.
 SESSION_SECONDS = 8 * 3600
 #: The most sessions one process keeps; the oldest go first beyond it.
 MAX_SESSIONS = 10_000
+#: Failed logins one client may make per window before it has to wait.
+MAX_FAILURES = 10
+FAILURE_WINDOW = 60.0
 
 
 def tokens_match(given: str | None, expected: str) -> bool:
@@ -142,3 +145,42 @@ class SessionStore:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+class LoginThrottle:
+    """Failed logins per client address in a sliding window: past ``max_failures`` the
+    client waits, so the login form cannot be used to hammer the key store."""
+
+    def __init__(
+        self,
+        *,
+        max_failures: int = MAX_FAILURES,
+        window: float = FAILURE_WINDOW,
+        max_clients: int = MAX_SESSIONS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.max_clients = max_clients
+        self._clock = clock
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def wait(self, client: str) -> float:
+        """Seconds ``client`` must wait before trying again (0: it may try now)."""
+        recent = self._recent(client)
+        if len(recent) < self.max_failures:
+            return 0.0
+        return max(0.0, recent[-self.max_failures] + self.window - self._clock())
+
+    def failed(self, client: str) -> None:
+        self._failures[client] = [*self._recent(client), self._clock()]
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)
+
+    def _recent(self, client: str) -> list[float]:
+        cutoff = self._clock() - self.window
+        return [t for t in self._failures.get(client, ()) if t > cutoff]

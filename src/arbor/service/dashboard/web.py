@@ -24,7 +24,13 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from arbor.core.errors import ArborError, NotFoundError
 from arbor.service.context import ServiceContext
 from arbor.service.dashboard.charts import MetricsHistory
-from arbor.service.dashboard.sessions import Session, SessionStore, Signer, tokens_match
+from arbor.service.dashboard.sessions import (
+    LoginThrottle,
+    Session,
+    SessionStore,
+    Signer,
+    tokens_match,
+)
 from arbor.service.errors import ForbiddenError
 from arbor.service.problems import problem_for
 
@@ -80,6 +86,7 @@ class Dashboard:
         self.ctx = ctx
         self.signer = Signer(secret.get_secret_value() if secret is not None else None)
         self.sessions = SessionStore()
+        self.throttle = LoginThrottle()
         self.history = MetricsHistory()
         self.templates = Environment(
             loader=PackageLoader("arbor.service.dashboard", "templates"),
