@@ -158,6 +158,53 @@ def test_build_overrides_output_and_temperature() -> None:
     assert type(built) is Agent and built.output_type.__name__ == "Plan"
 
 
+@tool
+def search(query: str) -> str:
+    """Search the web."""
+    return query
+
+
+@tool
+def fetch_page(url: str) -> str:
+    """Fetch a page."""
+    return url
+
+
+def test_tools_are_resolved_by_name_against_the_given_tools(tmp_path: Path) -> None:
+    d = AgentDefinition.parse({"name": "web", "instructions": "Browse.", "tools": ["search"]})
+    toolbox = {"search": search, "fetch_page": fetch_page}
+    assert [t.name for t in d.build(toolbox).tools] == ["search"]
+    assert [t.name for t in d.build([fetch_page, search]).tools] == ["search"]
+    with pytest.raises(AgentDefinitionError, match=r"unknown tool\(s\) 'search'") as caught:
+        d.build({"fetch_page": fetch_page})
+    assert caught.value.field == "tools" and caught.value.agent == "web"
+    with pytest.raises(AgentDefinitionError, match="none were given"):
+        d.build()
+    assert AgentDefinition.parse({"name": "plain", "instructions": "x"}).build(toolbox).tools == ()
+    assert d.to_document()["tools"] == ["search"]
+    assert AgentDefinition.parse({**d.to_document(), "name": "web"}) == d
+
+    path = _write(
+        tmp_path,
+        "agents.yaml",
+        "agents:\n  - {name: a, instructions: x, tools: [search]}\n"
+        "  - {name: b, instructions: y, tools: [search, fetch]}\n",
+    )
+    assert len(load_definitions(path)) == 2  # no toolbox given: names are checked later
+    bad = r"agents\.yaml: agent 'b': unknown tool\(s\) 'fetch'"
+    with pytest.raises(AgentDefinitionError, match=bad):
+        load_definitions(path, tools=toolbox)
+    with pytest.raises(AgentDefinitionError, match="listed twice"):
+        AgentDefinition.parse({"name": "c", "instructions": "x", "tools": ["search", "search"]})
+
+
+async def test_supervisor_builds_stored_agents_with_their_tools(db: Database) -> None:
+    repo = AgentRepository(db)
+    await repo.create("web", {"instructions": "Browse.", "tools": ["fetch_page"]})
+    agent = await Supervisor(repo).build_agent("web", {"fetch_page": fetch_page})
+    assert agent.name == "web" and [t.name for t in agent.tools] == ["fetch_page"]
+
+
 def test_document_round_trip() -> None:
     d = AgentDefinition(name="rt", role="coder", memory=MemoryPolicy(max_messages=5))
     doc = d.to_document()

@@ -25,10 +25,11 @@ from arbor.agents.definitions import (
     AgentDefinitionError,
     AgentDisabledError,
     RoleAgent,
-    Supervisor,
     load_definitions,
 )
 from arbor.agents.memory import Memory, MemoryPolicy
+from arbor.agents.plugins import HookContext, Plugin, PluginError, Reask, ValidationPlugin
+from arbor.agents.supervision import Supervisor
 from arbor.agents.tools import Tool, ToolContext, ToolResult, tool
 
 __all__ = [
@@ -39,11 +40,15 @@ __all__ = [
     "AgentError",
     "AgentEvent",
     "AgentResult",
+    "HookContext",
     "InstructionsError",
     "MaxStepsExceededError",
     "Memory",
     "MemoryPolicy",
     "OutputValidationError",
+    "Plugin",
+    "PluginError",
+    "Reask",
     "RoleAgent",
     "RunFinished",
     "Supervisor",
@@ -54,6 +59,7 @@ __all__ = [
     "ToolCallStarted",
     "ToolContext",
     "ToolResult",
+    "ValidationPlugin",
     "load_definitions",
     "tool",
 ]

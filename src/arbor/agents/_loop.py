@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -20,11 +21,21 @@ from pydantic import BaseModel, ValidationError
 # names are looked up only when a run executes.
 import arbor.agents.agent as _agent
 from arbor.agents.memory import Memory
+from arbor.agents.plugins import NO_HOOKS, HookContext, Hooks, Reask
 from arbor.agents.tools import Tool, ToolContext, ToolResult
 from arbor.llm.client import LLMClient
-from arbor.llm.types import CallContext, ChatRequest, Message, StreamChunk, ToolCall, Usage
+from arbor.llm.types import (
+    CallContext,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    StreamChunk,
+    ToolCall,
+    Usage,
+)
 
 __all__ = [
+    "Journal",
     "StreamAssembler",
     "add_usage",
     "call_tools",
@@ -32,6 +43,7 @@ __all__ = [
     "parse_output",
     "render_instructions",
     "response_format",
+    "run",
 ]
 
 
@@ -39,6 +51,49 @@ REASK = (
     "Your reply did not match the required output schema: {problem}. "
     "Reply again with only a JSON object that matches the schema."
 )
+
+
+class Journal(Protocol):
+    """Makes a run's LLM and tool calls durable (a workflow node provides one): a call
+    already recorded under its key returns the recorded result instead of happening again.
+    Keys follow call order: ``name`` is ``llm:<step>`` or ``summary:<n>``; a tool call is
+    keyed by its model step, its index in that step's reply and its id."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def visit(self) -> int: ...
+
+    async def llm(
+        self, name: str, request: ChatRequest, call: Callable[[], Awaitable[ChatResponse]]
+    ) -> ChatResponse: ...
+
+    async def tool(
+        self, step: int, index: int, call: ToolCall, run: Callable[[str], Awaitable[ToolResult]]
+    ) -> ToolResult: ...
+
+
+async def run(
+    agent: _agent.Agent[Any],
+    prompt: str,
+    client: LLMClient,
+    deps: Any,
+    memory: Memory | None,
+    context: CallContext | None,
+    *,
+    hooks: Hooks = NO_HOOKS,
+    journal: Journal | None = None,
+) -> _agent.AgentResult[Any]:
+    """Drive a run to its result (no streaming)."""
+    events = drive(
+        agent, prompt, client, deps, memory, context, stream=False, hooks=hooks, journal=journal
+    )
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, _agent.RunFinished):
+                return event.result
+    raise AssertionError("unreachable: a run either finishes or raises")
 
 
 async def drive(
@@ -50,14 +105,19 @@ async def drive(
     context: CallContext | None,
     *,
     stream: bool,
+    hooks: Hooks = NO_HOOKS,
+    journal: Journal | None = None,
 ) -> AsyncGenerator[_agent.AgentEvent, None]:
     """Run ``agent`` on ``prompt``; the last event is :class:`RunFinished` (or it raises)."""
+    if stream and journal is not None:
+        raise ValueError("a journaled (durable) run does not stream")
     ctx = agent.call_context(context)
     model = agent.model or client.settings.default_model
-    memory = memory if memory is not None else agent.new_memory(client, model)
+    if memory is None:
+        memory = agent.new_memory(client, model, _summary_calls(client, journal))
     if agent.instructions:
         memory.add(Message.system(agent.render_instructions(deps, run_id=ctx.run_id or "")))
-    run = _Run(agent, client, ctx, model, memory)
+    run = _Run(agent, client, ctx, model, memory, hooks, journal)
     run.remember(Message.user(prompt))
     while True:
         if memory.needs_compaction:
@@ -88,8 +148,20 @@ class _Run:
         ctx: CallContext,
         model: str,
         memory: Memory,
+        hooks: Hooks = NO_HOOKS,
+        journal: Journal | None = None,
     ) -> None:
         self.agent = agent
+        self.hooks = hooks
+        self.journal = journal
+        self.hctx = HookContext(
+            agent.name,
+            ctx.run_id or "",
+            journal.node if journal is not None else None,
+            journal.visit if journal is not None else None,
+        )
+        #: Why a plugin rejected the last reply (:class:`Reask`), if it did.
+        self.rejected: str | None = None
         self.client = client
         self.ctx = ctx
         self.run_id = ctx.run_id or ""
@@ -126,8 +198,19 @@ class _Run:
         self.steps += 1
 
     async def complete_reply(self) -> Message:
-        response = await self.client.complete(self.request())
+        request = await self.hooks.before_llm_call(self.hctx, self.request())
+        client = self.client
+        if self.journal is None:
+            response = await client.complete(request)
+        else:
+            response = await self.journal.llm(
+                f"llm:{self.steps}", request, lambda: client.complete(request)
+            )
         self.account(response.usage, response.cost_usd)
+        try:
+            response = await self.hooks.after_llm_call(self.hctx, request, response)
+        except Reask as reask:
+            self.rejected = reask.problem
         return response.message
 
     async def stream_reply(self) -> AsyncIterator[_agent.TextDelta]:
@@ -153,7 +236,16 @@ class _Run:
         self.remember(reply)
         for call in calls:
             yield _agent.ToolCallStarted(call)
-        results = await call_tools(self.tools, calls, self.run_id, agent.name)
+        results = await call_tools(
+            self.tools,
+            calls,
+            self.run_id,
+            agent.name,
+            hooks=self.hooks,
+            hctx=self.hctx,
+            journal=self.journal,
+            step=self.steps - 1,
+        )
         for call, result in zip(calls, results, strict=True):
             self.records.append(_agent.ToolCallRecord(call, result))
             self.remember(Message.tool(call.id, result.content))
@@ -165,6 +257,8 @@ class _Run:
         self.remember(reply)
         text = reply.content or ""
         value, problem = parse_output(text, agent.output_type)
+        if self.rejected is not None:
+            value, problem, self.rejected = None, self.rejected, None
         if problem is None:
             result = _agent.AgentResult[Any](
                 value, self.new, self.usage, self.cost, self.steps, self.records, self.run_id
@@ -213,27 +307,58 @@ def add_usage(a: Usage, b: Usage) -> Usage:
 
 
 async def call_tools(
-    tools: Mapping[str, Tool], calls: Sequence[ToolCall], run_id: str, agent: str
+    tools: Mapping[str, Tool],
+    calls: Sequence[ToolCall],
+    run_id: str,
+    agent: str,
+    *,
+    hooks: Hooks = NO_HOOKS,
+    hctx: HookContext | None = None,
+    journal: Journal | None = None,
+    step: int = 0,
 ) -> list[ToolResult]:
     """Run every call concurrently; results in call order. Unknown tools are errors the
     model can read, like any other tool failure."""
+    where = hctx or HookContext(agent, run_id)
 
-    async def one(call: ToolCall) -> ToolResult:
-        found = tools.get(call.name)
-        if found is None:
-            known = ", ".join(sorted(tools)) or "none"
-            return ToolResult.failure(f"unknown tool '{call.name}' (available: {known})")
-        context = ToolContext(
-            run_id=run_id,
-            agent=agent,
-            tool_call_id=call.id,
-            idempotency_key=f"{run_id}:{agent}:{call.id}",
-        )
-        return await found.invoke(call.arguments, context)
+    async def one(index: int, call: ToolCall) -> ToolResult:
+        call = await hooks.before_tool_call(where, call)
+
+        async def execute(key: str) -> ToolResult:
+            found = tools.get(call.name)
+            if found is None:
+                known = ", ".join(sorted(tools)) or "none"
+                return ToolResult.failure(f"unknown tool '{call.name}' (available: {known})")
+            context = ToolContext(
+                run_id=run_id, agent=agent, tool_call_id=call.id, idempotency_key=key
+            )
+            return await found.invoke(call.arguments, context)
+
+        if journal is None:
+            result = await execute(f"{run_id}:{agent}:{call.id}")
+        else:
+            result = await journal.tool(step, index, call, execute)
+        return await hooks.after_tool_call(where, call, result)
 
     if len(calls) == 1:
-        return [await one(calls[0])]
-    return list(await asyncio.gather(*(one(c) for c in calls)))
+        return [await one(0, calls[0])]
+    return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(calls))))
+
+
+def _summary_calls(
+    client: LLMClient, journal: Journal | None
+) -> Callable[[ChatRequest], Awaitable[ChatResponse]]:
+    """How memory summaries reach the model: through the journal in a durable run."""
+    if journal is None:
+        return client.complete
+    count = 0
+
+    async def complete(request: ChatRequest) -> ChatResponse:
+        nonlocal count
+        count += 1
+        return await journal.llm(f"summary:{count}", request, lambda: client.complete(request))
+
+    return complete
 
 
 def response_format(output_type: type[Any]) -> dict[str, Any] | None:

@@ -30,11 +30,12 @@ from pydantic import BaseModel
 
 from arbor.agents import _loop
 from arbor.agents.memory import Memory, MemoryPolicy, Summarizer
+from arbor.agents.plugins import NO_HOOKS, Hooks, Plugin
 from arbor.agents.tools import Tool, ToolResult
 from arbor.core.errors import ArborError
 from arbor.core.ids import new_id
 from arbor.llm.client import LLMClient
-from arbor.llm.types import CallContext, ChatRequest, Message, ToolCall, Usage
+from arbor.llm.types import CallContext, ChatRequest, ChatResponse, Message, ToolCall, Usage
 
 __all__ = [
     "Agent",
@@ -241,11 +242,19 @@ class Agent(Generic[OutputT]):
                 run_id=run_id,
             ) from exc
 
-    def new_memory(self, client: LLMClient, model: str | None = None) -> Memory:
-        """Memory under this agent's policy; summaries are written by the agent's model."""
+    def new_memory(
+        self,
+        client: LLMClient,
+        model: str | None = None,
+        complete: Callable[[ChatRequest], Awaitable[ChatResponse]] | None = None,
+    ) -> Memory:
+        """Memory under this agent's policy; summaries are written by the agent's model
+        (through ``complete`` when given: a durable run records them)."""
         summarizer = None
         if self.memory_policy.strategy == "summarize":
-            summarizer = _summarizer(client, model or self.model or client.settings.default_model)
+            summarizer = _summarizer(
+                complete or client.complete, model or self.model or client.settings.default_model
+            )
         return Memory(self.memory_policy, summarizer=summarizer)
 
     async def run(
@@ -256,13 +265,12 @@ class Agent(Generic[OutputT]):
         deps: Any = None,
         memory: Memory | None = None,
         context: CallContext | None = None,
+        plugins: Sequence[Plugin] = (),
     ) -> AgentResult[OutputT]:
-        events = _loop.drive(self, prompt, client, deps, memory, context, stream=False)
-        async with aclosing(events):
-            async for event in events:
-                if isinstance(event, RunFinished):
-                    return cast(AgentResult[OutputT], event.result)
-        raise AssertionError("unreachable: a run either finishes or raises")
+        """Run to the output. ``plugins`` hook this run's LLM and tool calls."""
+        hooks = Hooks(plugins) if plugins else NO_HOOKS
+        result = await _loop.run(self, prompt, client, deps, memory, context, hooks=hooks)
+        return cast(AgentResult[OutputT], result)
 
     async def run_stream(
         self,
@@ -273,11 +281,14 @@ class Agent(Generic[OutputT]):
         memory: Memory | None = None,
         context: CallContext | None = None,
         on_chunk: EventCallback | None = None,
+        plugins: Sequence[Plugin] = (),
     ) -> AsyncGenerator[AgentEvent, None]:
         """Events as they happen: text deltas, tool call start/end, then the result.
         ``on_chunk`` (sync or async) sees every event before it is yielded. Stopping early
-        closes the model stream."""
-        events = _loop.drive(self, prompt, client, deps, memory, context, stream=True)
+        closes the model stream. ``plugins`` hook the tool calls and the request of each
+        model call (the text is streamed as it comes, before ``after_llm_call`` could see it)."""
+        hooks = Hooks(plugins) if plugins else NO_HOOKS
+        events = _loop.drive(self, prompt, client, deps, memory, context, stream=True, hooks=hooks)
         async with aclosing(events):
             async for event in events:
                 if on_chunk is not None:
@@ -297,13 +308,15 @@ class Agent(Generic[OutputT]):
         return ctx.model_copy(update=updates) if updates else ctx
 
 
-def _summarizer(client: LLMClient, model: str) -> Summarizer:
+def _summarizer(
+    complete: Callable[[ChatRequest], Awaitable[ChatResponse]], model: str
+) -> Summarizer:
     async def summarize(messages: list[Message]) -> str:
         transcript = "\n".join(f"{m.role}: {_as_text(m)}" for m in messages)
         request = ChatRequest(
             model=model, messages=[Message.system(SUMMARIZE), Message.user(transcript)]
         )
-        return (await client.complete(request)).text
+        return (await complete(request)).text
 
     return summarize
 

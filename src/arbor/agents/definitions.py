@@ -9,6 +9,7 @@ hold; :meth:`AgentDefinition.build` turns one into an agent::
     variables: {context: "Renode C# peripherals"}
     memory: {max_messages: 20, strategy: summarize}
     max_steps: 5
+    tools: [search, fetch_page]     # resolved against the tools given to build(...)
     temperature: 0.0                # optional; the role's default otherwise
 
 A file holds one mapping, a list of them, or a mapping with an ``agents:`` list.
@@ -30,7 +31,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from arbor.agents.agent import Agent, InstructionsError
 from arbor.agents.memory import MemoryPolicy
 from arbor.agents.roles import ROLE_NAMES, ROLES, RoleRenderer, RoleTemplateError, get_role
+from arbor.agents.supervision import AgentDisabledError, Supervisor
 from arbor.agents.tools import Tool
 from arbor.core.errors import ArborError
 
-if TYPE_CHECKING:  # the store pulls in SQLAlchemy: only the supervisor needs it
-    from arbor.store.agents import AgentRecord, AgentRepository
+if TYPE_CHECKING:
+    from arbor.store.agents import AgentRecord
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -57,6 +58,7 @@ __all__ = [
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _MODEL = re.compile(r"^[A-Za-z0-9_.-]+:\S+$")
+_TOOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 #: Output type names a definition may give: every role's output model, and "text".
 OUTPUT_TYPES: Mapping[str, type[BaseModel]] = {
     role.output_type.__name__: role.output_type for role in ROLES.values()
@@ -74,17 +76,6 @@ class AgentDefinitionError(ArborError):
         self.path = path
         self.agent = agent
         self.field = field
-
-
-class AgentDisabledError(ArborError):
-    """The agent is disabled (by hand, or for flapping); re-enable it to run it again."""
-
-    kind = "agent_disabled"
-
-    def __init__(self, message: str, *, agent: str, status: str) -> None:
-        super().__init__(message)
-        self.agent = agent
-        self.status = status
 
 
 class AgentDefinition(BaseModel):
@@ -105,6 +96,18 @@ class AgentDefinition(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     #: An output model name (see :data:`OUTPUT_TYPES`) or "text"; default: the role's.
     output: str | None = None
+    #: Tool names, resolved against the tools passed to :meth:`build` (no global registry).
+    tools: tuple[str, ...] = ()
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _TOOL.match(name):
+                raise ValueError(f"tool name {name!r} must be an identifier")
+        if len(set(value)) != len(value):
+            raise ValueError("a tool is listed twice")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -202,14 +205,35 @@ class AgentDefinition(BaseModel):
             return OUTPUT_TYPES[self.output]
         return get_role(self.role).output_type if self.role is not None else None
 
-    def build(self, tools: Sequence[Tool] = ()) -> Agent[Any]:
-        """An agent for this definition (see the module docstring for role instructions)."""
+    def resolve_tools(self, tools: Mapping[str, Tool] | Sequence[Tool] = ()) -> list[Tool]:
+        """The definition's tools, by name, from ``tools`` (a name → tool mapping or a list
+        of tools); AgentDefinitionError naming any tool it lacks."""
+        available = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
+        missing = [name for name in self.tools if name not in available]
+        if missing:
+            known = ", ".join(sorted(available)) or "none were given"
+            raise AgentDefinitionError(
+                f"agent {self.name!r}: unknown tool(s) {', '.join(map(repr, missing))} "
+                f"(available: {known})",
+                agent=self.name,
+                field="tools",
+            )
+        return [available[name] for name in self.tools]
+
+    def build(self, tools: Mapping[str, Tool] | Sequence[Tool] = ()) -> Agent[Any]:
+        """An agent for this definition (see the module docstring for role instructions),
+        with the tools it names taken from ``tools``. A definition that names no tools gets
+        a list of tools as given (a mapping is a toolbox to pick from: it then gets none)."""
+        if self.tools:
+            chosen = self.resolve_tools(tools)
+        else:
+            chosen = [] if isinstance(tools, Mapping) else list(tools)
         temperature = self.temperature
         if temperature is None and self.role is not None:
             temperature = get_role(self.role).default_temperature
         common: dict[str, Any] = {
             "model": self.model,
-            "tools": tools,
+            "tools": chosen,
             "memory_policy": self.memory,
             "output_type": self.output_type(),
             "max_steps": self.max_steps,
@@ -253,9 +277,13 @@ class RoleAgent(Agent[Any]):
             ) from exc
 
 
-def load_definitions(path: str | Path) -> list[AgentDefinition]:
+def load_definitions(
+    path: str | Path, tools: Mapping[str, Tool] | Sequence[Tool] | None = None
+) -> list[AgentDefinition]:
     """The definitions in a YAML (or ``.json``) file: one mapping, a list of them, or a
-    mapping with an ``agents:`` list. :class:`AgentDefinitionError` names file, agent, field."""
+    mapping with an ``agents:`` list. :class:`AgentDefinitionError` names file, agent, field.
+    With ``tools``, every tool a definition names must be among them (checked now, not at
+    build time)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -289,6 +317,13 @@ def load_definitions(path: str | Path) -> list[AgentDefinition]:
                 field="name",
             )
         seen.add(definition.name)
+        if tools is not None:
+            try:
+                definition.resolve_tools(tools)
+            except AgentDefinitionError as exc:
+                raise AgentDefinitionError(
+                    f"{path}: {exc}", path=str(path), agent=definition.name, field="tools"
+                ) from None
     return definitions
 
 
@@ -316,65 +351,3 @@ def _agent_label(data: Any, index: int | None) -> str:
     if isinstance(name, str) and name:
         return f"agent {name!r}"
     return f"agent #{index + 1}" if index is not None else "agent"
-
-
-class Supervisor:
-    """Disables agents that keep failing: ``threshold`` failures within ``window`` set the
-    stored status to ``disabled_flapping`` (re-enabled only by a command)."""
-
-    def __init__(
-        self,
-        repo: AgentRepository,
-        threshold: int = 3,
-        window: timedelta = timedelta(minutes=5),
-    ) -> None:
-        if threshold < 1:
-            raise ValueError(f"threshold must be at least 1, not {threshold}")
-        if window <= timedelta(0):
-            raise ValueError("window must be positive")
-        self.repo = repo
-        self.threshold = threshold
-        self.window = window
-
-    async def record_failure(self, name: str, *, now: datetime | None = None) -> AgentRecord:
-        """Count one failure of agent ``name``; returns the agent as it now is."""
-        record = await self.repo.get_by_name(name)
-        return await self.repo.record_failure(
-            record.id, threshold=self.threshold, window=self.window, now=now
-        )
-
-    async def check_enabled(self, name: str) -> AgentRecord:
-        """The agent, or :class:`AgentDisabledError` if it may not run."""
-        record = await self.repo.get_by_name(name)
-        if record.status == "disabled_flapping":
-            raise AgentDisabledError(
-                f"agent {name!r} is disabled_flapping: it failed {self.threshold} times "
-                f"within {_span(self.window)}; re-enable it with `arbor agents enable {name}`",
-                agent=name,
-                status=record.status,
-            )
-        if record.status != "enabled":
-            raise AgentDisabledError(
-                f"agent {name!r} is {record.status}; enable it with `arbor agents enable {name}`",
-                agent=name,
-                status=record.status,
-            )
-        return record
-
-    async def enable(self, name: str) -> AgentRecord:
-        """Re-enable (also after flapping); the failure history starts afresh."""
-        record = await self.repo.get_by_name(name)
-        return await self.repo.set_status(record.id, "enabled")
-
-    async def disable(self, name: str) -> AgentRecord:
-        record = await self.repo.get_by_name(name)
-        return await self.repo.set_status(record.id, "disabled")
-
-
-def _span(window: timedelta) -> str:
-    seconds = int(window.total_seconds())
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"

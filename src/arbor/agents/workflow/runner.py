@@ -13,25 +13,35 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from arbor.agents import _loop
+from arbor.agents.agent import Agent, AgentResult
+from arbor.agents.memory import Memory
+from arbor.agents.plugins import NO_HOOKS, HookContext, Hooks, Plugin
+from arbor.agents.workflow._durable import NodeJournal, llm_call_event
 from arbor.agents.workflow.checkpoints import CheckpointStore, RunEvent
 from arbor.agents.workflow.graph import END, Workflow
 from arbor.core.errors import ArborError, WorkflowError
 from arbor.llm.client import LLMClient
-from arbor.llm.types import ChatRequest, ChatResponse
+from arbor.llm.types import CallContext, ChatRequest, ChatResponse
+
+if TYPE_CHECKING:
+    from arbor.agents.supervision import Supervisor
 
 __all__ = ["NodeContext", "NodePlugin", "RunResult", "WorkflowRunner"]
 
 StateT = TypeVar("StateT", bound=BaseModel)
 T = TypeVar("T")
+OutputT = TypeVar("OutputT")
 SCHED = "__scheduler__"
 
 
 class NodePlugin(Protocol):
-    """Pre/post hooks around every node (e.g. validation); passed to the runner explicitly."""
+    """Node hooks only: what a node-level plugin (e.g. the CLI's live view) implements.
+    :class:`~arbor.agents.plugins.Plugin` has these and the LLM and tool call hooks."""
 
     async def before_node(self, ctx: NodeContext, state: BaseModel) -> None: ...
 
@@ -49,7 +59,10 @@ class NodeContext:
     visit: int
     store: CheckpointStore
     client: LLMClient | None
+    hooks: Hooks = NO_HOOKS
+    supervisor: Supervisor | None = None
     _calls: itertools.count[int] = field(default_factory=itertools.count)
+    _agents: itertools.count[int] = field(default_factory=itertools.count)
 
     def key(self, name: str) -> str:
         """An idempotency key unique to this node visit."""
@@ -69,17 +82,58 @@ class NodeContext:
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """An LLM call that happens exactly once for this node visit (the n-th call of the
         visit replays the n-th recorded response after a resume)."""
-        if self.client is None:
-            raise WorkflowError("this runner has no LLM client", run_id=self.run_id)
-        client = self.client
+        client = self._client()
         ctx = request.context.model_copy(update={"run_id": self.run_id})
-        req = request.model_copy(update={"context": ctx})
+        where = HookContext(None, self.run_id, self.node, self.visit)
+        req = await self.hooks.before_llm_call(where, request.model_copy(update={"context": ctx}))
+        name = f"llm:{next(self._calls)}"
 
         async def call() -> dict[str, Any]:
-            return (await client.complete(req)).model_dump(mode="json")
+            response = await client.complete(req)
+            await self.emit(llm_call_event(self.node, None, response))
+            return response.model_dump(mode="json")
 
-        data = await self.once(f"llm:{next(self._calls)}", call)
-        return ChatResponse.model_validate(data)
+        response = ChatResponse.model_validate(await self.once(name, call))
+        return await self.hooks.after_llm_call(where, req, response)
+
+    async def run_agent(
+        self,
+        agent: Agent[OutputT],
+        prompt: str,
+        *,
+        deps: Any = None,
+        memory: Memory | None = None,
+        plugins: Sequence[Plugin] = (),
+    ) -> AgentResult[OutputT]:
+        """Run ``agent`` durably: each of its LLM and tool calls happens once across crash
+        and resume (see :mod:`arbor.agents.workflow._durable`), hooked by the runner's
+        plugins and ``plugins``. With a supervisor, an agent stored under its name must be
+        enabled, and its failures are counted (flapping disables it)."""
+        client = self._client()
+        journal = NodeJournal(self, agent.name, next(self._agents))
+        hooks = self.hooks.plus(plugins)
+        context = CallContext(run_id=self.run_id, agent_id=agent.name)
+
+        async def go() -> AgentResult[OutputT]:
+            result = await _loop.run(
+                agent, prompt, client, deps, memory, context, hooks=hooks, journal=journal
+            )
+            return result
+
+        if self.supervisor is None:
+            return await go()
+        return await self.supervisor.supervise(agent.name, go)
+
+    async def emit(self, event: RunEvent) -> None:
+        """Append an event of this node (live: watchers see it at once)."""
+        if event.node is None:
+            event.node = self.node
+        await self.store.append_event(self.run_id, event)
+
+    def _client(self) -> LLMClient:
+        if self.client is None:
+            raise WorkflowError("this runner has no LLM client", run_id=self.run_id)
+        return self.client
 
 
 @dataclass(slots=True)
@@ -133,13 +187,18 @@ class WorkflowRunner(Generic[StateT]):
         store: CheckpointStore,
         *,
         client: LLMClient | None = None,
-        plugins: Sequence[NodePlugin] = (),
+        plugins: Sequence[Plugin | NodePlugin] = (),
+        supervisor: Supervisor | None = None,
     ) -> None:
+        """``plugins`` hook every node, and the LLM and tool calls of the node's agents and
+        ``ctx.complete``; ``supervisor`` guards agents run with ``ctx.run_agent``."""
         workflow.validate()
         self.workflow = workflow
         self.store = store
         self.client = client
         self.plugins = list(plugins)
+        self.hooks = Hooks(self.plugins)
+        self.supervisor = supervisor
         self._lock = asyncio.Lock()
 
     async def start(self, input: StateT | Mapping[str, Any]) -> RunResult[StateT]:
@@ -232,12 +291,13 @@ class WorkflowRunner(Generic[StateT]):
             )
         if sched.steps + 1 > self.workflow.max_steps:
             raise WorkflowError(f"run exceeded max_steps={self.workflow.max_steps}", run_id=run_id)
-        ctx = NodeContext(run_id, node, visit, self.store, self.client)
+        ctx = NodeContext(
+            run_id, node, visit, self.store, self.client, self.hooks, self.supervisor
+        )
         if spec.kind == "approval":
             return await self._approval(ctx, spec.prompt)
         await self.store.append_event(run_id, RunEvent("node_started", node, {"visit": visit}))
-        for plugin in self.plugins:
-            await plugin.before_node(ctx, state)
+        await self.hooks.before_node(ctx, state)
         assert spec.fn is not None
         try:
             delta = dict(await spec.fn(state, ctx) or {})
@@ -247,9 +307,7 @@ class WorkflowRunner(Generic[StateT]):
             raise WorkflowError(
                 f"node {node!r} raised {type(exc).__name__}: {exc}", run_id=run_id
             ) from exc
-        for plugin in self.plugins:
-            delta = await plugin.after_node(ctx, state, delta)
-        return delta
+        return await self.hooks.after_node(ctx, state, delta)
 
     async def _approval(self, ctx: NodeContext, prompt: str) -> dict[str, Any]:
         decision = await self.store.approval(ctx.run_id, ctx.node)
