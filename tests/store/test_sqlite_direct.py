@@ -100,6 +100,7 @@ async def test_errors_are_sqlalchemys_and_roll_back(lite: Database) -> None:
     with pytest.raises(OperationalError, match="no such column"):
         await direct.read(bad_sql)
     assert (await runs.get("run_1")).workflow == "w"  # the connection is still usable
+    assert direct.worker_count == 0  # and a failure released it: nothing was handed off
 
 
 async def test_wal_checkpoints_run_on_the_worker_thread(
@@ -133,3 +134,26 @@ async def test_close_and_use_again(lite: Database) -> None:
     await lite.dispose()  # twice is fine
     assert (await runs.get(run.id)).id == run.id  # connections reopen on demand
     assert _direct(lite).inline_count == 2
+
+
+async def test_inline_transactions_still_give_other_tasks_a_turn(lite: Database) -> None:
+    runs = RunRepository(lite)
+    run = await runs.create("w")
+    turns = 0
+    stop = asyncio.Event()
+
+    async def other() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    start = turns
+    for i in range(10):  # nothing else here awaits: only the transactions can yield
+        await runs.checkpoint(run.id, "n", {"i": i})
+    assert turns - start >= 10
+    assert _direct(lite).worker_count == 0
+    stop.set()
+    await task

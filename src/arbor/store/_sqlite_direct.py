@@ -17,6 +17,8 @@ How it stays fair to the event loop:
 - The one step of a commit that does wait on the disk, the WAL checkpoint, never runs on the
   loop: the loop's connection has ``wal_autocheckpoint = 0`` and every
   :data:`CHECKPOINT_EVERY` inline commits a PASSIVE checkpoint runs on the worker thread.
+- Every transaction is still an await point: after an inline one the caller yields once
+  (``sleep(0)``, a few microseconds), so a run whose nodes never await cannot hog the loop.
 
 Durability is the same as on the SQLAlchemy path (same file, same WAL, same ``synchronous``):
 a committed transaction survives the process being killed at any instant.
@@ -100,14 +102,17 @@ class SQLiteDirect:
             try:
                 result = self._inline_attempt(fn, begin)
             except _Busy:
-                pass
+                busy = True
             else:
+                busy = False
+            finally:
+                self._inline_lock.release()
+            if not busy:
                 self.inline_count += 1
                 if begin != "BEGIN":
                     self._count_commit()
+                await asyncio.sleep(0)  # a turn for the loop's other tasks
                 return result
-            finally:
-                self._inline_lock.release()
         self.worker_count += 1
         return await loop.run_in_executor(self._pool(), self._on_worker, fn, begin)
 
