@@ -20,7 +20,12 @@ from arbor import __version__
 from arbor.core.config import Settings, load_settings
 from arbor.service.context import ServiceContext, open_context
 from arbor.service.middleware import BodyLimitMiddleware, RequestMiddleware
-from arbor.service.problems import OPENAI_PATHS, PROBLEM_RESPONSES, install_problem_handlers
+from arbor.service.problems import (
+    OPENAI_ERROR_RESPONSES,
+    OPENAI_PATHS,
+    PROBLEM_RESPONSES,
+    install_problem_handlers,
+)
 from arbor.service.routes import ROUTERS
 
 __all__ = ["create_app"]
@@ -60,7 +65,9 @@ def create_app(ctx: ServiceContext | None = None, *, settings: Settings | None =
     install_problem_handlers(app)
     for router in ROUTERS:
         openai = any(getattr(r, "path", "").startswith(OPENAI_PATHS) for r in router.routes)
-        app.include_router(router, responses=None if openai else PROBLEM_RESPONSES)
+        app.include_router(
+            router, responses=OPENAI_ERROR_RESPONSES if openai else PROBLEM_RESPONSES
+        )
     service = resolved.service
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=service.max_body_bytes)
     if service.cors_origins:

@@ -13,9 +13,16 @@ Arbor's messages carry text. ``n`` other than 1 and token-id embedding inputs ar
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from arbor.llm.types import (
     CallContext,
@@ -154,7 +161,19 @@ class EmbeddingsIn(_Body):
     (the openai SDK asks for ``base64`` and decodes it itself)."""
 
     model: str = Field(min_length=1, max_length=256)
-    input: str | list[str] | list[int] | list[list[int]]
+    #: Token-id inputs parse (so the refusal can say why) but are not offered in the schema.
+    input: Annotated[
+        str | list[str] | list[int] | list[list[int]],
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                ],
+                "title": "Input",
+            }
+        ),
+    ]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
 

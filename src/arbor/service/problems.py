@@ -62,9 +62,11 @@ from arbor.service.errors import (
 )
 
 __all__ = [
+    "OPENAI_ERROR_RESPONSES",
     "OPENAI_PATHS",
     "PROBLEM_JSON",
     "PROBLEM_RESPONSES",
+    "OpenAIErrorBody",
     "Problem",
     "ProblemDetails",
     "install_problem_handlers",
@@ -144,6 +146,36 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _documented("Invalid request"),
     429: _documented("The API key's requests per minute are used up (see Retry-After)"),
     "default": _documented("Any other error"),
+}
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str | None
+    param: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """The body of every error answer on :data:`OPENAI_PATHS` (OpenAI's shape)."""
+
+    error: OpenAIErrorDetail
+
+
+def _openai_documented(description: str) -> dict[str, Any]:
+    return {"description": description, "model": OpenAIErrorBody}
+
+
+#: OpenAPI ``responses`` for the OpenAI-compatible routers: their errors in OpenAI's shape,
+#: with the statuses OpenAI clients expect (400 where the rest of the API says 422).
+OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _openai_documented("Invalid request"),
+    401: _openai_documented("Missing, invalid, expired or revoked API key"),
+    402: _openai_documented("The API key's budget is spent"),
+    403: _openai_documented("The API key lacks the scope"),
+    404: _openai_documented("Unknown model"),
+    429: _openai_documented("Rate limited (see Retry-After)"),
+    "default": _openai_documented("Any other error (502/503/504 for upstream trouble)"),
 }
 
 

@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict
 from arbor.agents.definitions import AgentDefinition
 from arbor.agents.memory import MemoryPolicy
 from arbor.core.errors import NotFoundError
-from arbor.service.deps import AdminKey, Ctx, ReadKey
+from arbor.service.deps import AdminKey, Ctx, KeyFirstRoute, ReadKey
 from arbor.service.errors import InvalidRequestError
 from arbor.store import AgentRecord, AgentRepository, AgentStatus, Database
 
 __all__ = ["AgentCreate", "AgentPage", "AgentPublic", "AgentUpdate", "router"]
 
-router = APIRouter(prefix="/v1/agents", tags=["agents"])
+router = APIRouter(prefix="/v1/agents", tags=["agents"], route_class=KeyFirstRoute)
 
 #: A new agent's body is a full definition, exactly as in YAML definition files.
 AgentCreate = AgentDefinition

@@ -11,14 +11,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from arbor.service.deps import AdminKey, Ctx
+from arbor.service.deps import AdminKey, Ctx, KeyFirstRoute
 from arbor.service.errors import InvalidRequestError
 from arbor.store import KeyRecord, KeyScope, KeyStatus
 
 __all__ = ["KeyCreate", "KeyCreated", "KeyPublic", "KeyUpdate", "router"]
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=KeyFirstRoute)
 
 Name = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
@@ -56,10 +57,11 @@ class KeyCreate(_Strict):
 
 
 class KeyUpdate(_Strict):
-    """Fields to change; an explicit ``null`` removes an expiry or a limit."""
+    """Fields to change; an explicit ``null`` removes an expiry or a limit. A name and scopes
+    cannot be removed, so the schema does not offer ``null`` for them (422 if sent)."""
 
-    name: Name | None = None
-    scopes: list[KeyScope] | None = Field(None, min_length=1)
+    name: Name | SkipJsonSchema[None] = None
+    scopes: Annotated[list[KeyScope], Field(min_length=1)] | SkipJsonSchema[None] = None
     expires_at: datetime | None = None
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)

@@ -29,7 +29,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from arbor.agents.agent import AgentError
@@ -40,7 +39,7 @@ from arbor.core.logging import Redactor
 from arbor.llm.providers.local import BUNDLED_MODELS
 from arbor.llm.types import StreamChunk
 from arbor.service.context import ServiceContext
-from arbor.service.deps import ReadKey, RunKey, get_context
+from arbor.service.deps import KeyFirstRoute, ReadKey, RunKey, get_context
 from arbor.service.openai_compat import (
     ChatCompletionRequest,
     EmbeddingsIn,
@@ -70,9 +69,9 @@ _LOCAL_MODEL = "local:smollm2"
 KEEPALIVE_SECONDS = 15.0
 
 
-class OpenAIRoute(APIRoute):
+class OpenAIRoute(KeyFirstRoute):
     """Answers errors raised anywhere in the route (dependencies, body validation, the
-    handler) in OpenAI's shape with OpenAI's statuses."""
+    handler) in OpenAI's shape with OpenAI's statuses; the key is checked first."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

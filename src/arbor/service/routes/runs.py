@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from arbor.service.deps import Ctx, ReadKey, RunKey
+from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey, RunKey
 from arbor.service.errors import InvalidRequestError
 from arbor.service.runs import RunManager
 from arbor.store import ApprovalRecord, EventRecord, RunRecord, RunStatus
@@ -35,7 +35,7 @@ __all__ = [
     "router",
 ]
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], route_class=KeyFirstRoute)
 
 #: Seconds between SSE keep-alive comments on an idle stream.
 PING_SECONDS = 15

@@ -14,13 +14,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from arbor.service.deps import Ctx, ReadKey
+from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey
 from arbor.service.errors import ForbiddenError, InvalidRequestError
 from arbor.store import UsageGroupBy, UsageRepository, UsageSummaryRow
 
 __all__ = ["UsageGroup", "UsagePublic", "UsageTotals", "router"]
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"])
+router = APIRouter(prefix="/v1/usage", tags=["usage"], route_class=KeyFirstRoute)
 
 
 class UsageTotals(BaseModel):
