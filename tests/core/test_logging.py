@@ -65,3 +65,33 @@ def test_redactor_keeps_ordinary_text() -> None:
     assert r.text(text) == text
     assert r.value({"input_tokens": 5, "token_count": 3}) == {"input_tokens": 5, "token_count": 3}
     assert r.value({"x_api_key": "abc", "session": "s1"}) == {"x_api_key": "***", "session": "***"}
+
+
+def test_placeholders_and_prose_about_auth_are_not_secrets() -> None:
+    r = Redactor()
+    for text in (
+        "missing API key: send 'Authorization: Bearer <API key>'",
+        "invalid Authorization header: expected 'Bearer <API key>'",
+        "use Bearer authentication; bearer tokens expire",
+        "Authorization: Bearer",
+        "api_key=***",
+    ):
+        assert r.text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Authorization: Bearer abcdef123456", "abcdef123456"),
+        ("Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGci"),
+        ("basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),  # base64 of user:pass, no digit
+        ("Bearer abcdefghijklmnopqrstuvwx", "abcdefghijklmnop"),  # long, all lower case
+        ("headers={'Authorization': 'Bearer tok3n-value'}", "tok3n-value"),
+        ("authorization: 8f14e45fceea167a5a36", "8f14e45fceea"),
+        ("password=hunter2", "hunter2"),
+    ],
+)
+def test_real_tokens_are_still_masked(text: str, secret: str) -> None:
+    out = Redactor().text(text)
+    assert secret not in out and "***" in out
+    assert out.lower().startswith(text.lower()[:6])  # the scheme or key name stays readable

@@ -30,19 +30,28 @@ __all__ = [
 
 MASK = "***"
 
+# A credential after an auth scheme: 6+ token characters with a digit, a capital after the
+# first letter, or 16+ of them — so prose ("Bearer authentication", "Bearer <API key>") is
+# left alone while real tokens (JWTs, base64 user:password, random keys) are masked.
+_T = r"[A-Za-z0-9._~+/=\-]"
+_TOKEN = rf"(?-i:(?={_T}*[0-9])|(?={_T}+[A-Z])|(?={_T}{{16}})){_T}{{6,}}"
+_SCHEME = r"(?:bearer|basic|token)\s+"
+
 # Patterns for things that look like credentials, applied to every string in a record.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # OpenAI-style and similar keys: sk-..., sk-proj-..., arb_... (Arbor's own keys)
     (re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-]{6,}"), MASK),
     (re.compile(r"\barb_[A-Za-z0-9_\-]{8,}"), MASK),
     # Authorization headers in any form
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{6,}"), r"\1 " + MASK),
-    # key=value / "key": "value" pairs whose key names a secret
+    (re.compile(r"(?i)\b(bearer|basic)\s+" + _TOKEN), r"\1 " + MASK),
+    # key=value / "key": "value" pairs whose key names a secret; an auth scheme before the
+    # value is kept, and a placeholder (<API key>, ***) or a bare scheme word is no value
     (
         re.compile(
             r"(?i)([\"']?\b(?:api[_-]?key|x-api-key|authorization|password|passwd|secret|"
-            r"access[_-]?token|refresh[_-]?token|token)[\"']?\s*[:=]\s*[\"']?)"
-            r"(?!\*\*\*)([^\s\"',;&}]+)"
+            r"access[_-]?token|refresh[_-]?token|token)[\"']?\s*[:=]\s*[\"']?"
+            r"(?:" + _SCHEME + r")?)"
+            r"(?!\*\*\*)(?!<)(?!" + _SCHEME + r"|(?:bearer|basic|token)\b)([^\s\"',;&}]+)"
         ),
         r"\1" + MASK,
     ),
