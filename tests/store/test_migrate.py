@@ -32,6 +32,8 @@ async def test_migrate_twice_is_idempotent(db_url: str) -> None:
             "alembic_version",
             "api_keys",
             "approvals",
+            "batch_items",
+            "batches",
             "checkpoints",
             "events",
             "idempotency_records",

@@ -75,4 +75,4 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (STORE / "migrations" / "versions" / "0001_usage_records.py").is_file()
     assert (STORE / "migrations" / "versions" / "0002_agents_runs.py").is_file()
     assert (STORE / "migrations" / "versions" / "0003_api_keys.py").is_file()
-    assert arbor.store.head_revision() == "0003"
+    assert arbor.store.head_revision() == "0004"

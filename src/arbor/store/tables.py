@@ -49,12 +49,17 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 __all__ = [
     "AGENT_STATUSES",
     "APPROVAL_STATUSES",
+    "BATCH_ITEM_STATUSES",
+    "BATCH_KINDS",
+    "BATCH_STATUSES",
     "NAMING_CONVENTION",
     "RUN_STATUSES",
     "AgentRow",
     "ApiKeyRow",
     "ApprovalRow",
     "Base",
+    "BatchItemRow",
+    "BatchRow",
     "CheckpointRow",
     "EventRow",
     "IdempotencyRow",
@@ -76,6 +81,9 @@ NAMING_CONVENTION = {
 AGENT_STATUSES = ("enabled", "disabled", "disabled_flapping")
 RUN_STATUSES = ("pending", "running", "waiting_approval", "succeeded", "failed", "cancelled")
 APPROVAL_STATUSES = ("pending", "approved", "rejected")
+BATCH_KINDS = ("template", "agent", "workflow")
+BATCH_STATUSES = ("pending", "running", "paused", "succeeded", "failed", "cancelled")
+BATCH_ITEM_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
 
 #: A JSON document: ``JSON`` on SQLite, ``JSONB`` on PostgreSQL (smaller, indexable).
 JSONDocument: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
@@ -280,3 +288,76 @@ class ApiKeyRow(Base):
 
     # Lists are newest first.
     __table_args__ = (Index(None, "created_at", "id"),)
+
+
+class BatchRow(Base):
+    """A batch: a dataset run through a template, agent or workflow, with its options and totals.
+
+    The totals are a snapshot refreshed by the executor; the item rows are the truth.
+    """
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    #: Template text / agent name / workflow name, model and options (runtime's BatchSpec).
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    status: Mapped[str] = mapped_column(String)
+    #: Why a paused batch is paused ("budget", "user").
+    paused_reason: Mapped[str | None] = mapped_column(String)
+    total: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    cancelled: Mapped[int] = mapped_column(Integer)
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Double)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        _one_of("kind", BATCH_KINDS),
+        _one_of("status", BATCH_STATUSES),
+        Index(None, "created_at", "id"),
+        Index(None, "status", "created_at", "id"),
+    )
+
+
+class BatchItemRow(Base):
+    """One dataset row of a batch; the primary key makes one result per item a constraint.
+
+    ``lease_owner``/``lease_expires_at`` say which executor holds a running item until when;
+    a result is written only by the current lease holder.
+    """
+
+    __tablename__ = "batch_items"
+
+    batch_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    item: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    #: The row as parsed; NULL when the row was malformed (``error`` says why).
+    input: Mapped[Any] = mapped_column(NullableJSONDocument, nullable=True)
+    status: Mapped[str] = mapped_column(String)
+    lease_owner: Mapped[str | None] = mapped_column(String)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    #: The durable workflow run of a workflow batch's item.
+    run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    output: Mapped[Any] = mapped_column(NullableJSONDocument, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Double)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        _one_of("status", BATCH_ITEM_STATUSES),
+        # Claiming: the next pending items in order, and expired leases of running ones.
+        Index(None, "batch_id", "status", "item"),
+        Index(None, "batch_id", "status", "lease_expires_at"),
+    )
