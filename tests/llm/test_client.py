@@ -18,6 +18,7 @@ from arbor.core.errors import (
     ProviderConnectionError,
     ProviderHTTPError,
     RateLimitedError,
+    UnknownModelError,
 )
 from arbor.core.metrics import Metrics
 from arbor.core.tracing import make_tracer
@@ -303,3 +304,38 @@ async def test_model_limits_from_settings_hold_calls_back() -> None:
         for _ in range(6):
             await c.complete(_req())
     assert clock.monotonic() - 1_000.0 >= 59.0
+
+
+async def test_arbitrary_model_ids_keep_per_model_state_bounded() -> None:
+    """A caller naming a new model id per request must not grow memory or metric labels."""
+    settings = Settings(
+        default_model="test:main",
+        llm={"cache": {"enabled": False}, "max_models": 4, "prices": {"test:priced": {"input": 1, "output": 1}}},
+    )
+    metrics = Metrics(max_models=5)
+    client = LLMClient(settings, metrics=metrics, clock=FakeClock())
+    client.registry.register("test", lambda name: FunctionModel(lambda r: name, name=name))
+    for i in range(60):
+        reply = await client.complete(_req(f"test:random-{i}"))
+        assert reply.text == f"random-{i}"
+    await client.complete(_req("test:main"))
+    assert len(client._runners) <= 4 and len(client.registry._models) <= 4
+    text = metrics.render().decode()
+    assert 'model="random-4"' in text and 'model="random-5"' not in text
+    assert 'model="other",provider="test",status="ok"} 55.0' in text
+    assert 'model="main",provider="test",status="ok"} 1.0' in text  # configured: own label
+    await client.aclose()
+
+
+async def test_allowed_models_refuse_unlisted_ids() -> None:
+    settings = Settings(
+        default_model="test:main",
+        llm={"cache": {"enabled": False}, "allowed_models": ["test:ok-*"]},
+    )
+    client = LLMClient(settings, clock=FakeClock())
+    client.registry.register("test", lambda name: FunctionModel(lambda r: name, name=name))
+    assert (await client.complete(_req("test:ok-1"))).text == "ok-1"
+    assert (await client.complete(_req("test:main"))).text == "main"
+    with pytest.raises(UnknownModelError, match="not allowed"):
+        await client.complete(_req("test:nope"))
+    await client.aclose()

@@ -119,6 +119,13 @@ class LLMSettings(_Section):
     prices: dict[str, Price] = Field(default_factory=dict)
     #: Models tried in order after the requested one fails, by requested model id.
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    #: Model ids a request may name, as ``fnmatch`` globs (``openai:*``, ``ollama:llama3*``);
+    #: unset means any id of a configured provider. The default model is always allowed.
+    allowed_models: list[str] | None = None
+    #: Built models (and their per-model call state) kept at once; the least recently used
+    #: beyond this are dropped and rebuilt on their next call, so arbitrary model ids in
+    #: requests cannot grow memory without limit.
+    max_models: int = Field(256, ge=1)
     #: Worker threads for the local GGUF provider (0 = all cores).
     local_threads: int = Field(0, ge=0)
     local_context: int = Field(2048, ge=256)
@@ -131,6 +138,9 @@ class ServiceSettings(_Section):
     cors_origins: list[str] = Field(default_factory=list)
     #: Largest request body accepted, in bytes (413 beyond it).
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    #: Largest total size of a request's headers, in bytes (431 beyond it). The HTTP parser
+    #: ``arbor serve`` uses passes headers of any size through.
+    max_header_bytes: int = Field(32_768, ge=1024)
     #: Whether ``/metrics`` needs an API key (read scope).
     metrics_require_key: bool = False
     #: Signs dashboard session and CSRF tokens; a random one per process when unset

@@ -3,6 +3,10 @@
 Each :class:`Metrics` owns its own ``CollectorRegistry`` — no process-global registry — so two
 runtimes in one process (or two tests) never share counters. Label children are cached per
 (provider, model) so the hot path does one dict lookup instead of several ``labels()`` calls.
+
+Model ids come from requests, so label cardinality is capped: pinned (configured) models
+always get their own labels, others only until ``max_models`` distinct ones have been seen;
+later ones are counted under model ``other`` (and provider ``other`` if that is new too).
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["BREAKER_STATES", "Metrics", "ModelMetrics"]
+__all__ = ["BREAKER_STATES", "OTHER", "Metrics", "ModelMetrics"]
+
+#: The label value unpinned models beyond the cap are counted under.
+OTHER = "other"
 
 #: Gauge values for circuit-breaker states.
 BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
@@ -34,8 +41,18 @@ class ModelMetrics:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "arbor") -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        namespace: str = "arbor",
+        *,
+        max_models: int = 100,
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.max_models = max_models
+        self._pinned: set[tuple[str, str]] = set()
+        self._labelled: set[tuple[str, str]] = set()
+        self._providers: set[str] = set()  # of the pinned and labelled models
         ns = namespace
         r = self.registry
         self.requests = Counter(
@@ -95,9 +112,27 @@ class Metrics:
         self._cache_miss = self.cache.labels("miss", "all")
         self._per_model: dict[tuple[str, str], ModelMetrics] = {}
 
-    def model(self, provider: str, model: str) -> ModelMetrics:
+    def pin(self, provider: str, model: str) -> None:
+        """Always label ``provider:model`` by its own name (a configured model)."""
+        self._pinned.add((provider, model))
+        self._providers.add(provider)
+
+    def labels_for(self, provider: str, model: str) -> tuple[str, str]:
+        """The label values ``provider:model`` is counted under (see the module docstring)."""
         key = (provider, model)
-        m = self._per_model.get(key)
+        if key in self._labelled or key in self._pinned:
+            return key
+        if len(self._labelled) < self.max_models:
+            self._labelled.add(key)
+            self._providers.add(provider)
+            return key
+        return (provider if provider in self._providers else OTHER, OTHER)
+
+    def model(self, provider: str, model: str) -> ModelMetrics:
+        m = self._per_model.get((provider, model))
+        if m is None:
+            key = provider, model = self.labels_for(provider, model)
+            m = self._per_model.get(key)
         if m is None:
             m = ModelMetrics(
                 ok=self.requests.labels(provider, model, "ok"),
@@ -120,10 +155,11 @@ class Metrics:
         self._cache_miss.inc()
 
     def error(self, provider: str, model: str, kind: str) -> None:
-        self.errors.labels(provider, model, kind).inc()
+        self.errors.labels(*self.labels_for(provider, model), kind).inc()
 
     def set_breaker(self, provider: str, model: str, state: str) -> None:
-        self.breaker_state.labels(provider, model).set(BREAKER_STATES.get(state, -1.0))
+        labels = self.labels_for(provider, model)
+        self.breaker_state.labels(*labels).set(BREAKER_STATES.get(state, -1.0))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

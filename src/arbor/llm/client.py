@@ -9,12 +9,18 @@ Fallback chains (``settings.llm.fallbacks``) move to the next model when a circu
 or a model's retries are exhausted; open circuits are skipped without a call. Each part is
 passed in (or built from :class:`~arbor.core.config.Settings`), so a test can build two
 independent clients in one process.
+
+Per-model state (the built model, its attempt runner, its metric label set) exists for every
+model id a caller names, so it is bounded: ``llm.max_models`` runners are kept (least
+recently used dropped), the registry refuses ids outside ``llm.allowed_models`` and keeps as
+many models, and the metrics collapse unconfigured model ids beyond their cap to ``other``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -99,7 +105,10 @@ class LLMClient:
         self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
         self.usage_sink = usage_sink
         self._key_limits: dict[str, ModelLimits] = {}
-        self._runners: dict[str, AttemptRunner] = {}
+        self._runners: OrderedDict[str, AttemptRunner] = OrderedDict()
+        for model_id in self._configured_models():  # their metrics are never "other"
+            provider, _, name = model_id.partition(":")
+            self.metrics.pin(provider, name)
 
     # ---- public API ---------------------------------------------------------------------
     async def complete(
@@ -188,12 +197,10 @@ class LLMClient:
             self._key_limits[key_id] = limits
 
     def model(self, model_id: str) -> Model:
-        """The model behind an id (explicitly given ones first, then the registry)."""
+        """The model behind an id: explicitly given ones first, then the registry (which
+        may refuse the id, and bounds how many it keeps)."""
         found = self._models.get(model_id)
-        if found is None:
-            found = self.registry.get(model_id)
-            self._models[model_id] = found
-        return found
+        return found if found is not None else self.registry.get(model_id)
 
     async def aclose(self) -> None:
         if self.usage_sink is not None:
@@ -307,7 +314,9 @@ class LLMClient:
 
     def _runner(self, model_id: str) -> AttemptRunner:
         runner = self._runners.get(model_id)
-        if runner is None:
+        if runner is not None:
+            self._runners.move_to_end(model_id)
+        else:
             provider, _, name = model_id.partition(":")
             runner = AttemptRunner(
                 model_id=model_id,
@@ -322,7 +331,21 @@ class LLMClient:
                 total_timeout=self.settings.llm.timeouts.total,
             )
             self._runners[model_id] = runner
+            if len(self._runners) > self.settings.llm.max_models:
+                self._runners.popitem(last=False)  # stateless: rebuilt on its next call
         return runner
+
+    def _configured_models(self) -> Iterator[str]:
+        """Model ids the deployment names itself (settings and explicit models)."""
+        llm = self.settings.llm
+        yield self.settings.default_model
+        yield from self._models
+        for model_id, chain in llm.fallbacks.items():
+            yield model_id
+            yield from chain
+        yield from llm.limits
+        yield from llm.prices
+        yield from llm.allowed_models or ()
 
     def _limits_for(self, model_id: str) -> list[tuple[str, ModelLimits]]:
         table = self.settings.llm.limits

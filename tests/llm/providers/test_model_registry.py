@@ -128,3 +128,36 @@ def _req() -> ChatRequest:
 
 async def _ok(request: web.Request) -> web.StreamResponse:
     return web.json_response(completion())
+
+
+def test_allowed_models_refuse_other_ids_before_building() -> None:
+    built: list[str] = []
+
+    def factory(name: str) -> Model:
+        built.append(name)
+        return FunctionModel(lambda r: "ok", name=name)
+
+    registry = ModelRegistry(
+        settings(default_model="test:default", llm={"allowed_models": ["test:gpt-*", "x:y"]})
+    )
+    registry.register("test", factory)
+    assert registry.get("test:gpt-4o") is registry.get("test:gpt-4o")
+    registry.get("test:default")  # the default model is always allowed
+    for refused in ("test:other", "test:GPT-4o", "x:yz"):
+        with pytest.raises(UnknownModelError, match="not allowed"):
+            registry.get(refused)
+    assert built == ["gpt-4o", "default"]
+    assert ModelRegistry(settings()).allows("openai:anything")  # unset: any id
+
+
+def test_at_most_max_models_are_kept_least_recently_used_dropped() -> None:
+    registry = ModelRegistry(settings(llm={"max_models": 3}))
+    registry.register("test", lambda name: FunctionModel(lambda r: name, name=name))
+    first = registry.get("test:a")
+    for name in ("b", "c"):
+        registry.get(f"test:{name}")
+    assert registry.get("test:a") is first  # a is now the most recently used
+    for i in range(100):
+        registry.get(f"test:random-{i}")
+    assert len(registry._models) == 3
+    assert registry.get("test:a") is not first  # dropped long ago, rebuilt on demand

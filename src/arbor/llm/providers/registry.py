@@ -5,11 +5,18 @@
 (never from a request, so a caller cannot point Arbor's credentials elsewhere). Tests
 ``register`` their own factories. Provider modules are imported on first use, so building a
 registry does not import the ``openai`` SDK or llama.cpp.
+
+Model ids come from requests, so the registry bounds them: ``llm.allowed_models`` (globs)
+refuses ids outside the list before anything is built, and at most ``llm.max_models`` built
+models are kept, least recently used dropped first. A dropped model is not closed (a call may
+still hold it): HTTP models share their provider's connection pool, which stays open.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from arbor.core.config import ProviderSettings, Settings
@@ -31,7 +38,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._factories: dict[str, ModelFactory] = {}
-        self._models: dict[str, Model] = {}
+        self._models: OrderedDict[str, Model] = OrderedDict()
         self._clients: ProviderClients | None = None
 
     @property
@@ -48,12 +55,29 @@ class ModelRegistry:
     def get(self, model_id: str) -> Model:
         """The model for ``provider:model``, built on first use and then shared."""
         model = self._models.get(model_id)
-        if model is None:
-            model = self._models[model_id] = self._build(model_id)
+        if model is not None:
+            self._models.move_to_end(model_id)
+            return model
+        if not self.allows(model_id):
+            raise UnknownModelError(
+                f"model {model_id!r} is not allowed on this server (see llm.allowed_models)",
+                provider=model_id.partition(":")[0],
+                model=model_id.partition(":")[2],
+            )
+        model = self._models[model_id] = self._build(model_id)
+        while len(self._models) > self.settings.llm.max_models:
+            self._models.popitem(last=False)
         return model
 
+    def allows(self, model_id: str) -> bool:
+        """Whether ``llm.allowed_models`` (unset: everything) admits ``model_id``."""
+        allowed = self.settings.llm.allowed_models
+        if allowed is None or model_id == self.settings.default_model:
+            return True
+        return any(fnmatchcase(model_id, pattern) for pattern in allowed)
+
     async def aclose(self) -> None:
-        models, self._models = list(self._models.values()), {}
+        models, self._models = list(self._models.values()), OrderedDict()
         for model in models:
             await model.aclose()
         if self._clients is not None:
