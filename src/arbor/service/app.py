@@ -69,14 +69,20 @@ def create_app(ctx: ServiceContext | None = None, *, settings: Settings | None =
             router, responses=OPENAI_ERROR_RESPONSES if openai else PROBLEM_RESPONSES
         )
     service = resolved.service
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=service.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=service.max_body_bytes,
+        max_header_bytes=service.max_header_bytes,
+    )
     if service.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=service.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
             allow_headers=_CORS_HEADERS,
-            expose_headers=["Retry-After", "X-Request-ID"],
+            # Headers a browser client may read: when to retry, the request's id (to quote
+            # in a report) and the run a workflow model started (to follow its events).
+            expose_headers=["Retry-After", "X-Arbor-Run-Id", "X-Request-ID"],
         )
     app.add_middleware(RequestMiddleware)
     return app

@@ -5,7 +5,8 @@
   carries it; HTTP metrics by route template; and the last line of defence: an unexpected
   exception is logged with its trace and answered 500 problem+json, never a traceback.
 - :class:`BodyLimitMiddleware` — refuses bodies over ``max_body_bytes`` with 413: at once by
-  ``Content-Length``, or while reading a chunked body.
+  ``Content-Length``, or while reading a chunked body; and headers over ``max_header_bytes``
+  in total with 431 (uvicorn's httptools parser accepts headers of any size).
 """
 
 from __future__ import annotations
@@ -104,14 +105,23 @@ class _TooLarge(HTTPException):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.limit = max_body_bytes
+        self.header_limit = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.header_limit is not None:
+            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.header_limit:
+                detail = f"request headers are larger than the limit of {self.header_limit} bytes"
+                await self._refuse(scope, send, Problem(431, detail, "headers_too_large"))
+                return
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -119,7 +129,8 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > self.limit:
-                    await self._refuse(scope, send)
+                    detail = f"request body is larger than the limit of {self.limit} bytes"
+                    await self._refuse(scope, send, Problem(413, detail, "payload_too_large"))
                     return
                 break
         limit = self.limit
@@ -137,12 +148,11 @@ class BodyLimitMiddleware:
 
         await self.app(scope, counted, send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, problem: Problem) -> None:
         ctx = getattr(scope["app"].state, "ctx", None)
         rid = scope.get("state", {}).get("request_id")
         status, headers, body = render_problem(
-            Problem(413, f"request body is larger than the limit of {self.limit} bytes",
-                    "payload_too_large"),
+            problem,
             request_id=rid,
             path=scope["path"],
             redactor=getattr(ctx, "redactor", None),
