@@ -41,6 +41,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -264,12 +265,17 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def _complete(session: Session, t: Target, body: bytes) -> None:
-    async with session.post(t.base_url + "/chat/completions", data=body, headers=t.headers) as r:
-        payload = await r.read()
-        if r.status != 200:
-            raise BenchError(f"{t.name}: HTTP {r.status}: {payload[:300]!r}")
-        if b'"choices"' not in payload:
-            raise BenchError(f"{t.name}: not a chat completion: {payload[:300]!r}")
+    try:
+        async with session.post(
+            t.base_url + "/chat/completions", data=body, headers=t.headers
+        ) as r:
+            payload = await r.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise BenchError(f"{t.name}: request failed: {type(exc).__name__}: {exc}") from exc
+    if r.status != 200:
+        raise BenchError(f"{t.name}: HTTP {r.status}: {payload[:300]!r}")
+    if b'"choices"' not in payload:
+        raise BenchError(f"{t.name}: not a chat completion: {payload[:300]!r}")
 
 
 @dataclass(slots=True)
@@ -361,7 +367,10 @@ async def _one_stream(session: Session, t: Target, body: bytes) -> tuple[float, 
 async def _streaming(session: Session, t: Target, n: int, into: _Samples) -> None:
     body = t.body(stream=True)
     for _ in range(n):
-        ttft, chunks = await _one_stream(session, t, body)
+        try:
+            ttft, chunks = await _one_stream(session, t, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BenchError(f"{t.name}: stream failed: {type(exc).__name__}: {exc}") from exc
         into.ttft_ms.append(ttft)
         into.chunks += chunks
 
@@ -434,13 +443,16 @@ def _targets(c: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     ]
 
 
-def _added(c: dict[str, dict[str, float]]) -> None:
-    """Each gateway's added latency over direct, next to its raw figures."""
+def _added(c: Figures) -> None:
+    """Each gateway's added latency over direct, and Arbor's CPU per request against
+    LiteLLM's (how many Arbor requests one LiteLLM request's CPU pays for), next to the raw
+    figures."""
+    if "arbor" in c and "litellm" in c:
+        cpu = "gateway_cpu_us_per_request"
+        c["arbor"]["cpu_per_request_vs_litellm"] = round(c["litellm"][cpu] / c["arbor"][cpu], 4)
     d = c.get("direct")
-    if d is None:
-        return
     for name in ("arbor", "litellm"):
-        if name in c:
+        if d is not None and name in c:
             g = c[name]
             g["added_p50_ms"] = round(g["seq_p50_ms"] - d["seq_p50_ms"], 4)
             g["added_stream_ttft_ms"] = round(g["stream_ttft_p50_ms"] - d["stream_ttft_p50_ms"], 4)
@@ -475,11 +487,33 @@ def _loop_run(coro: Coroutine[Any, Any, Figures]) -> Figures:
     return uvloop.run(coro)
 
 
+def _start_all(
+    starting: list[contextlib.AbstractContextManager[Target]], stack: contextlib.ExitStack
+) -> list[Target]:
+    """Start the targets side by side (each waits for its own readiness in a thread, so the
+    slow imports overlap) and leave every started one for ``stack`` to stop. All stay up
+    for the whole run: idle, a gateway takes no measurable CPU."""
+    failure: Exception | None = None
+    targets = []
+    with ThreadPoolExecutor(max_workers=len(starting)) as pool:
+        futures = [pool.submit(cm.__enter__) for cm in starting]
+        for cm, future in zip(starting, futures, strict=True):
+            try:
+                targets.append(future.result())
+            except Exception as exc:  # still collect the others, so each one is stopped
+                failure = failure or exc
+            else:
+                stack.push(cm.__exit__)
+    if failure is not None:
+        raise failure
+    return targets
+
+
 def run(quick: bool, only: list[str] | None, profile: Path | None = None) -> dict[str, Any]:
     from arbor.testing.mock_upstream import spawn_mock_upstream
 
     n: dict[str, float] = (
-        {"rounds": 1, "warmup": 20, "seq": 100, "tp_seconds": 1.0, "stream": 30}
+        {"rounds": 1, "warmup": 10, "seq": 60, "tp_seconds": 1.0, "stream": 20}
         if quick
         else {"rounds": 5, "warmup": 200, "seq": 2000, "tp_seconds": 15.0, "stream": 500}
     )
@@ -487,10 +521,8 @@ def run(quick: bool, only: list[str] | None, profile: Path | None = None) -> dic
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="arbor-bench-gw-")))
         upstream = stack.enter_context(spawn_mock_upstream(chunks=CHUNKS))
-        targets = []
-        for name in names:  # all up at once (idle, a gateway takes no measurable CPU)
-            print(f"bench gateway: starting {name}", file=sys.stderr, flush=True)
-            targets.append(stack.enter_context(_target(name, upstream, tmp, profile)))
+        print(f"bench gateway: starting {', '.join(names)}", file=sys.stderr, flush=True)
+        targets = _start_all([_target(name, upstream, tmp, profile) for name in names], stack)
         clients = _loop_run(measure(targets, n))
     _added(clients)
     cpus = os.cpu_count()
