@@ -1,7 +1,8 @@
 """HTTP metrics of the service on the context's own Prometheus registry.
 
 Labels use the route *template* (``/v1/keys/{key_id}``), never the raw path, so a client
-cannot grow the series count by requesting random URLs; unmatched paths share one label.
+cannot grow the series count by requesting random URLs; unmatched paths share one label, and
+so do methods outside HTTP's standard ones (some HTTP parsers accept any token as a method).
 Label children are cached, so recording a request is two dict lookups and two updates.
 """
 
@@ -11,9 +12,12 @@ from prometheus_client import Counter, Histogram
 
 from arbor.core.metrics import Metrics
 
-__all__ = ["UNMATCHED_ROUTE", "HTTPMetrics"]
+__all__ = ["OTHER_METHOD", "UNMATCHED_ROUTE", "HTTPMetrics"]
 
 UNMATCHED_ROUTE = "(unmatched)"
+#: The method label of any method not in :data:`_METHODS`.
+OTHER_METHOD = "OTHER"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -41,6 +45,8 @@ class HTTPMetrics:
         self._histograms: dict[tuple[str, str], Histogram] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = OTHER_METHOD
         counter = self._counters.get((method, route, status))
         if counter is None:
             counter = self._counters[(method, route, status)] = self.requests.labels(
