@@ -4,6 +4,11 @@
 ``waiting_approval`` in one transaction. :meth:`ApprovalRepository.decide` records the
 decision and moves the run back to ``pending``, so :meth:`RunRepository.resumable` hands it
 to the engine, which reads the decision and takes the matching edge. A decision is final.
+
+Approvals are per visit: a loop that passes an approval node twice asks twice. The visit is
+kept in the ``node`` column as ``node#visit`` (no migration needed); records show the plain
+node name and the ``visit`` apart. Records written before visits existed (plain ``node``)
+count as visit 1.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arbor.core.errors import NotFoundError, WorkflowError
@@ -33,6 +38,8 @@ class ApprovalRecord:
     id: str
     run_id: str
     node: str
+    #: Which visit of ``node`` asked (None for records from before visits were kept).
+    visit: int | None
     status: ApprovalStatus
     decided_by: str | None
     reason: str | None
@@ -46,15 +53,20 @@ class ApprovalRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def request(self, run_id: str, node: str) -> ApprovalRecord:
-        """A pending approval for ``node``; the run becomes ``waiting_approval``."""
+    async def request(
+        self, run_id: str, node: str, *, visit: int | None = None
+    ) -> ApprovalRecord:
+        """A pending approval for ``node`` (its ``visit``-th pass); the run becomes
+        ``waiting_approval``."""
+        if "#" in node:
+            raise ValueError(f"approval node names may not contain '#': {node!r}")
         async with self._db.session(write=True) as session:
             run = await lock_run(session, run_id)
             now = utcnow()
             row = ApprovalRow(
                 id=new_id("apr"),
                 run_id=run_id,
-                node=node,
+                node=node if visit is None else f"{node}#{visit}",
                 status="pending",
                 decided_by=None,
                 reason=None,
@@ -74,11 +86,23 @@ class ApprovalRepository:
             raise NotFoundError(f"approval {approval_id!r} not found")
         return _record(row)
 
-    async def latest(self, run_id: str, node: str) -> ApprovalRecord | None:
-        """The newest approval asked for ``node`` in this run, decided or not; None if none."""
+    async def latest(
+        self, run_id: str, node: str, *, visit: int | None = None
+    ) -> ApprovalRecord | None:
+        """The newest approval asked for ``node`` in this run (of that ``visit``, or of any),
+        decided or not; None if none."""
+        match: ColumnElement[bool]
+        if visit is not None:
+            keys = [f"{node}#{visit}", *([node] if visit == 1 else [])]
+            match = ApprovalRow.node.in_(keys)
+        else:
+            match = or_(
+                ApprovalRow.node == node,
+                ApprovalRow.node.startswith(f"{node}#", autoescape=True),
+            )
         query = (
             select(ApprovalRow)
-            .where(ApprovalRow.run_id == run_id, ApprovalRow.node == node)
+            .where(ApprovalRow.run_id == run_id, match)
             .order_by(ApprovalRow.created_at.desc(), ApprovalRow.id.desc())
             .limit(1)
         )
@@ -140,11 +164,18 @@ def _check_status(status: str) -> ApprovalStatus:
     return status  # type: ignore[return-value]
 
 
+def _split(key: str) -> tuple[str, int | None]:
+    node, sep, visit = key.rpartition("#")
+    return (node, int(visit)) if sep and visit.isdigit() else (key, None)
+
+
 def _record(row: ApprovalRow) -> ApprovalRecord:
+    node, visit = _split(row.node)
     return ApprovalRecord(
         id=row.id,
         run_id=row.run_id,
-        node=row.node,
+        node=node,
+        visit=visit,
         status=_check_status(row.status),
         decided_by=row.decided_by,
         reason=row.reason,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from arbor.agents.workflow.events import EventHub, RunEvent, watch_events
-from arbor.core.errors import NotFoundError
+from arbor.core.errors import NotFoundError, WorkflowError
 from arbor.core.ids import new_id
 
 __all__ = ["CheckpointStore", "InMemoryCheckpointStore", "RunEvent", "StoredRun"]
@@ -69,13 +69,19 @@ class CheckpointStore(Protocol):
 
     async def record_idempotent(self, run_id: str, key: str, value: Any) -> None: ...
 
-    async def request_approval(self, run_id: str, node: str) -> None: ...
+    async def request_approval(self, run_id: str, node: str, visit: int = 1) -> None:
+        """Ask for a decision on this ``visit`` of approval node ``node`` (once per visit)."""
+        ...
 
     async def decide_approval(
         self, run_id: str, node: str, approved: bool, reason: str = "", by: str = ""
-    ) -> None: ...
+    ) -> None:
+        """Decide the newest pending approval of ``node`` (whatever its visit)."""
+        ...
 
-    async def approval(self, run_id: str, node: str) -> tuple[bool, str] | None: ...
+    async def approval(self, run_id: str, node: str, visit: int = 1) -> tuple[bool, str] | None:
+        """The decision for that visit, None while undecided."""
+        ...
 
 
 @dataclass
@@ -84,7 +90,8 @@ class _Run:
     deltas: list[dict[str, Any]] = field(default_factory=list)
     events: list[RunEvent] = field(default_factory=list)
     done: dict[str, Any] = field(default_factory=dict)
-    approvals: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    #: (node, visit) → the decision, None while pending; in the order asked.
+    approvals: dict[tuple[str, int], tuple[bool, str] | None] = field(default_factory=dict)
 
 
 class InMemoryCheckpointStore:
@@ -160,16 +167,23 @@ class InMemoryCheckpointStore:
     async def record_idempotent(self, run_id: str, key: str, value: Any) -> None:
         self._get(run_id).done.setdefault(key, copy.deepcopy(value))
 
-    async def request_approval(self, run_id: str, node: str) -> None:
-        self._get(run_id).stored.status = "waiting_approval"
+    async def request_approval(self, run_id: str, node: str, visit: int = 1) -> None:
+        run = self._get(run_id)
+        run.approvals.setdefault((node, visit), None)
+        run.stored.status = "waiting_approval"
 
     async def decide_approval(
         self, run_id: str, node: str, approved: bool, reason: str = "", by: str = ""
     ) -> None:
-        self._get(run_id).approvals[node] = (approved, reason)
+        approvals = self._get(run_id).approvals
+        asked = [key for key in approvals if key[0] == node]
+        key = asked[-1] if asked else (node, 1)
+        if approvals.get(key) is not None:
+            raise WorkflowError(f"approval of node {node!r} was already decided", run_id=run_id)
+        approvals[key] = (approved, reason)
 
-    async def approval(self, run_id: str, node: str) -> tuple[bool, str] | None:
-        return self._get(run_id).approvals.get(node)
+    async def approval(self, run_id: str, node: str, visit: int = 1) -> tuple[bool, str] | None:
+        return self._get(run_id).approvals.get((node, visit))
 
     def delta_count(self, run_id: str) -> int:
         return len(self._get(run_id).deltas)

@@ -143,6 +143,8 @@ class Workflow(Generic[StateT]):
         return None
 
     def _new_node(self, spec: NodeSpec) -> None:
+        if not spec.name or "#" in spec.name:  # '#' separates a node from its visit in keys
+            raise WorkflowError(f"workflow {self.name!r}: invalid node name {spec.name!r}")
         if spec.name in self.nodes or spec.name == END:
             raise WorkflowError(f"workflow {self.name!r}: node {spec.name!r} defined twice")
         self.nodes[spec.name] = spec

@@ -310,15 +310,16 @@ class WorkflowRunner(Generic[StateT]):
         return await self.hooks.after_node(ctx, state, delta)
 
     async def _approval(self, ctx: NodeContext, prompt: str) -> dict[str, Any]:
-        decision = await self.store.approval(ctx.run_id, ctx.node)
+        decision = await self.store.approval(ctx.run_id, ctx.node, ctx.visit)
         if decision is None:
-            await self.store.request_approval(ctx.run_id, ctx.node)
+            await self.store.request_approval(ctx.run_id, ctx.node, ctx.visit)
             await self.store.set_status(ctx.run_id, "waiting_approval")
-            await self.store.append_event(
-                ctx.run_id, RunEvent("approval_requested", ctx.node, {"prompt": prompt})
-            )
+            data = {"prompt": prompt, "visit": ctx.visit}
+            await ctx.emit(RunEvent("approval_requested", ctx.node, data))
             raise _Paused()
         approved, reason = decision
+        data = {"approved": approved, "reason": reason, "visit": ctx.visit}
+        await ctx.emit(RunEvent("approval_decided", ctx.node, data))
         fields = self.workflow.state_type.model_fields
         delta: dict[str, Any] = {}
         if "approved" in fields:

@@ -112,23 +112,24 @@ class SQLCheckpointStore:
     async def record_idempotent(self, run_id: str, key: str, value: Any) -> None:
         await self.runs.record_idempotent(run_id, key, value)
 
-    async def request_approval(self, run_id: str, node: str) -> None:
-        latest = await self.approvals.latest(run_id, node)
-        if latest is None or latest.status != "pending":
-            await self.approvals.request(run_id, node)
+    async def request_approval(self, run_id: str, node: str, visit: int = 1) -> None:
+        if await self.approvals.latest(run_id, node, visit=visit) is None:
+            await self.approvals.request(run_id, node, visit=visit)
 
     async def decide_approval(
         self, run_id: str, node: str, approved: bool, reason: str = "", by: str = ""
     ) -> None:
+        """Decide the newest approval asked for ``node`` (whatever its visit); deciding a
+        node never asked records a decision for its first visit."""
         latest = await self.approvals.latest(run_id, node)
         if latest is None:
-            latest = await self.approvals.request(run_id, node)
+            latest = await self.approvals.request(run_id, node, visit=1)
         await self.approvals.decide(
             latest.id, approved=approved, decided_by=by or "unknown", reason=reason or None
         )
 
-    async def approval(self, run_id: str, node: str) -> tuple[bool, str] | None:
-        latest = await self.approvals.latest(run_id, node)
+    async def approval(self, run_id: str, node: str, visit: int = 1) -> tuple[bool, str] | None:
+        latest = await self.approvals.latest(run_id, node, visit=visit)
         if latest is None or latest.status == "pending":
             return None
         return latest.status == "approved", latest.reason or ""
