@@ -14,6 +14,7 @@ from arbor.agents import (
     OutputValidationError,
     Plugin,
     PluginError,
+    Reask,
     ValidationPlugin,
     tool,
 )
@@ -151,3 +152,17 @@ async def test_validation_plugin_fails_a_node_with_an_invalid_delta() -> None:
     assert result.status == "failed"
     assert result.error is not None and result.error.startswith("plugin: node 'guess'")
     assert "less than or equal to 1" in result.error
+
+
+async def test_reask_of_a_tool_calling_reply_is_refused_clearly() -> None:
+    class Picky(Plugin):
+        async def after_llm_call(
+            self, ctx: HookContext, request: ChatRequest, response: ChatResponse
+        ) -> ChatResponse:
+            raise Reask("no tools please")
+
+    model = ScriptedModel([[ToolCall(id="c", name="add", arguments='{"a": 1, "b": 1}')]])
+    async with _client(model) as client:
+        agent = Agent("calc", "Add.", model="test:a", tools=[add])
+        with pytest.raises(PluginError, match="plugin Picky re-asked a reply that calls tools"):
+            await agent.run("1+1?", client=client, plugins=[Picky()])

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 # names are looked up only when a run executes.
 import arbor.agents.agent as _agent
 from arbor.agents.memory import Memory
-from arbor.agents.plugins import NO_HOOKS, HookContext, Hooks, Reask
+from arbor.agents.plugins import NO_HOOKS, HookContext, Hooks, PluginError, Reask
 from arbor.agents.tools import Tool, ToolContext, ToolResult
 from arbor.llm.client import LLMClient
 from arbor.llm.types import (
@@ -210,6 +210,14 @@ class _Run:
         try:
             response = await self.hooks.after_llm_call(self.hctx, request, response)
         except Reask as reask:
+            if response.message.tool_calls:  # its tool calls would go unanswered
+                raise PluginError(
+                    f"plugin {reask.plugin} re-asked a reply that calls tools "
+                    f"({reask.problem}); Reask is for final replies",
+                    plugin=reask.plugin,
+                    hook="after_llm_call",
+                    run_id=self.run_id,
+                ) from reask
             self.rejected = reask.problem
         return response.message
 

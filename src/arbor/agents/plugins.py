@@ -63,6 +63,8 @@ class Reask(Exception):
     def __init__(self, problem: str) -> None:
         super().__init__(problem)
         self.problem = problem
+        #: The plugin that re-asked (filled in by :class:`Hooks`).
+        self.plugin = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +183,10 @@ NO_HOOKS = Hooks()
 async def _guard(name: str, hook: str, run_id: str, coro: Awaitable[Any], expect: type[T]) -> T:
     try:
         value = await coro
-    except (PluginError, Reask):
+    except Reask as reask:
+        reask.plugin = reask.plugin or name
+        raise
+    except PluginError:
         raise
     except Exception as exc:
         raise PluginError(
