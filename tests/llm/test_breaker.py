@@ -240,3 +240,21 @@ def test_admitting_while_closed_is_fast() -> None:
         registry.record_success(KEY)
     mean = (time.perf_counter() - start) / n
     assert mean < 5e-6, f"mean closed before_call+record_success {mean * 1e6:.2f} µs"
+
+
+def test_pristine_breakers_are_forgotten_so_model_ids_cannot_grow_the_table() -> None:
+    clock = FakeClock()
+    registry, _ = make(clock, threshold=2)
+    trip(registry, 2)  # KEY is open: remembered
+    for i in range(3000):  # one counted failure then a success each: closed, nothing counted
+        key = f"openai:random-{i}"
+        registry.record_failure(key, FAULT)
+        registry.record_success(key)
+    assert len(registry._breakers) < 2100  # swept whenever the table doubled
+    assert registry.state(KEY) == "open"
+    half = "openai:one-failure"
+    registry.record_failure(half, FAULT)  # a failure counted: kept through sweeps
+    for i in range(3000):
+        registry.record_failure(f"openai:more-{i}", FAULT)
+        registry.record_success(f"openai:more-{i}")
+    assert half in registry._breakers and registry.state(KEY) == "open"

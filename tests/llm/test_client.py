@@ -310,7 +310,11 @@ async def test_arbitrary_model_ids_keep_per_model_state_bounded() -> None:
     """A caller naming a new model id per request must not grow memory or metric labels."""
     settings = Settings(
         default_model="test:main",
-        llm={"cache": {"enabled": False}, "max_models": 4, "prices": {"test:priced": {"input": 1, "output": 1}}},
+        llm={
+            "cache": {"enabled": False},
+            "max_models": 4,
+            "prices": {"test:priced": {"input": 1, "output": 1}},
+        },
     )
     metrics = Metrics(max_models=5)
     client = LLMClient(settings, metrics=metrics, clock=FakeClock())

@@ -434,3 +434,21 @@ async def test_admission_fast_path_is_cheap() -> None:
         await limiter.reconcile(r, 400)
     mean = (time.perf_counter() - start) / n
     assert mean < 20e-6, f"acquire+reconcile {mean * 1e6:.2f} µs"
+
+
+async def test_idle_keys_are_forgotten_so_model_ids_cannot_grow_the_table() -> None:
+    clock = FakeClock()
+    limiter = InMemoryRateLimiter(clock)
+    limits = ModelLimits(rpm=5, tpm=None)
+    await limiter.acquire(KEY, limits, 10)
+    for i in range(3000):
+        await limiter.acquire(f"openai:random-{i}|key_1", limits, 1)
+        clock.advance(0.1)  # earlier keys' windows run out as time passes
+    assert len(limiter._states) < 2100
+    assert limiter.usage(KEY) == (0, 0)  # forgotten (idle) or expired: same answer
+    busy = "openai:busy|key_1"
+    for _ in range(5):
+        await limiter.acquire(busy, limits, 1)
+    for i in range(3000):
+        await limiter.acquire(f"openai:other-{i}|key_1", limits, 1)
+    assert limiter.usage(busy) == (5, 5)  # within its window: kept and still limited

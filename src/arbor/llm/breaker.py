@@ -54,6 +54,8 @@ BreakerState = Literal["closed", "open", "half_open"]
 #: Called after every transition with the breaker's key and its new state.
 OnBreakerChange = Callable[[str, BreakerState], None]
 
+#: Breakers kept before pristine ones are swept (the threshold then doubles with the rest).
+_SWEEP_MIN = 1024
 #: retry_after reported while every half-open trial permit is taken: trials are short.
 _TRIAL_BUSY_RETRY_AFTER = 1.0
 
@@ -119,6 +121,11 @@ class CircuitBreaker:
     @property
     def state(self) -> BreakerState:
         return self._state
+
+    @property
+    def pristine(self) -> bool:
+        """Closed with no failure counted: indistinguishable from a new breaker."""
+        return self._state == "closed" and self._failures == 0 and self._in_flight == 0
 
     def remaining(self) -> float:
         """Seconds until an open breaker lets a trial through (0 when not open)."""
@@ -223,7 +230,7 @@ class BreakerRegistry:
     metrics or publish it to a shared store.
     """
 
-    __slots__ = ("_breakers", "_clock", "_on_change", "_settings")
+    __slots__ = ("_breakers", "_clock", "_on_change", "_settings", "_sweep_at")
 
     def __init__(
         self,
@@ -236,13 +243,23 @@ class BreakerRegistry:
         self._clock = clock
         self._on_change = on_change
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._sweep_at = _SWEEP_MIN
 
     def breaker(self, key: str) -> CircuitBreaker:
         found = self._breakers.get(key)
         if found is None:
+            if len(self._breakers) >= self._sweep_at:
+                self._sweep()
             found = CircuitBreaker(key, self._settings, self._clock, self._on_change)
             self._breakers[key] = found
         return found
+
+    def _sweep(self) -> None:
+        """Forget closed breakers with no failures counted (what a new one starts as):
+        keys include model ids callers choose, so the table must not keep every one."""
+        for key in [k for k, b in self._breakers.items() if b.pristine]:
+            del self._breakers[key]
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(self._breakers))
 
     def before_call(self, key: str) -> None:
         """Raise :class:`CircuitOpenError` (with ``retry_after``) if ``key`` must not be

@@ -48,6 +48,8 @@ __all__ = [
 
 #: The window the per-minute limits apply to.
 WINDOW = 60.0
+#: Keys kept before idle ones are swept (the threshold then doubles with the live count).
+_SWEEP_MIN = 1024
 #: Shortest sleep: keeps a waiter from spinning on float rounding at the window edge.
 _MIN_SLEEP = 1e-6
 
@@ -114,6 +116,17 @@ class _KeyState:
         self.blocked_until = -math.inf
         self.factor = 1.0  # AIMD share of the configured limits in force
         self.last_cut = -math.inf
+
+    def idle(self, now: float) -> bool:
+        """Nothing to remember: a new key would start from this very state."""
+        self.expire(now)
+        return (
+            not self.log
+            and not self.pending
+            and not self.waiters
+            and self.factor >= 1.0
+            and self.blocked_until <= now
+        )
 
     def expire(self, now: float) -> None:
         log = self.log
@@ -188,6 +201,7 @@ class InMemoryRateLimiter(RateLimiter):
             raise ValueError("need 0 < decrease <= 1, 0 < floor <= 1 and increase >= 0")
         self._clock = clock
         self._states: dict[str, _KeyState] = {}
+        self._sweep_at = _SWEEP_MIN
         self._decrease = decrease
         self._increase = increase
         self._floor = floor
@@ -198,8 +212,19 @@ class InMemoryRateLimiter(RateLimiter):
     def _state(self, key: str) -> _KeyState:
         st = self._states.get(key)
         if st is None:
+            if len(self._states) >= self._sweep_at:
+                self._sweep()
             st = self._states[key] = _KeyState()
         return st
+
+    def _sweep(self) -> None:
+        """Forget idle keys. Keys include model ids callers choose, so without this the
+        table would grow with every id ever named; sweeping when it doubles keeps the cost
+        amortised O(1) per new key."""
+        now = self._clock.monotonic()
+        for key in [k for k, st in self._states.items() if st.idle(now)]:
+            del self._states[key]
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(self._states))
 
     async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
         rpm, tpm = limits.rpm, limits.tpm
