@@ -343,3 +343,19 @@ async def test_allowed_models_refuse_unlisted_ids() -> None:
     with pytest.raises(UnknownModelError, match="not allowed"):
         await client.complete(_req("test:nope"))
     await client.aclose()
+
+
+async def test_a_keys_limits_span_every_model_it_calls() -> None:
+    """Switching model ids must not buy a key a fresh requests/min allowance."""
+    from arbor.core.config import ModelLimits
+
+    clock = FakeClock()
+    models = {f"test:{n}": FunctionModel(lambda r: "ok") for n in "abc"}
+    async with _client(models, clock=clock) as client:
+        client.set_key_limits("k1", ModelLimits(rpm=2))
+        start = clock.monotonic()
+        await client.complete(_req("test:a", context=CallContext(key_id="k1")))
+        await client.complete(_req("test:b", context=CallContext(key_id="k1")))
+        assert clock.monotonic() == start
+        await client.complete(_req("test:c", context=CallContext(key_id="k1")))
+        assert clock.monotonic() - start >= 59.0  # the third call, on a third model, waited

@@ -356,9 +356,11 @@ class LLMClient:
         return []
 
     def key_limits(self, model_id: str, key_id: str | None) -> list[tuple[str, ModelLimits]]:
+        """The API key's limits for a call to ``model_id``: one window per key across all
+        models (per model, naming another model id would buy a fresh allowance)."""
         if key_id is None or key_id not in self._key_limits:
             return []
-        return [(f"{model_id}|{key_id}", self._key_limits[key_id])]
+        return [(f"key:{key_id}", self._key_limits[key_id])]
 
     def _span(self, req: ChatRequest) -> trace.Span | None:
         if not self._tracing:
