@@ -1,0 +1,76 @@
+"""Even spacing of requests under a requests-per-minute limit, in front of the LLM limiter.
+
+The LLM layer's :class:`~arbor.llm.ratelimit.InMemoryRateLimiter` guarantees that no 60 s
+window holds more than ``rpm`` requests, but it admits them as fast as they come: a batch
+of thousands starts with a burst of ``rpm`` requests in its first second. Providers (and
+the mock upstream) often enforce the limit in short windows — ``rpm/60`` per second — so
+such a burst is answered with a storm of 429s. A batch wants the opposite: saturate the
+limit smoothly. :class:`PacedRateLimiter` hands out one admission slot every
+``60 / (rpm · factor) · (1 + margin)`` seconds per key, then defers to the wrapped limiter
+for everything else (the 60 s log, tokens per minute, the hold after a 429).
+
+``factor`` is the wrapped limiter's AIMD share for the key (cut on each 429, grown back on
+successes), so pacing slows down and recovers with it; ``margin`` keeps a few percent of
+headroom so request arrival jitter never puts ``rpm/60 + 1`` requests in one upstream
+second. Every attempt, retries included, passes here, because the LLM layer's attempt loop
+re-enters the limiter on each one.
+"""
+
+from __future__ import annotations
+
+from arbor.core.clock import Clock
+from arbor.core.config import ModelLimits
+from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter, Reservation
+
+__all__ = ["PacedRateLimiter"]
+
+
+class PacedRateLimiter(RateLimiter):
+    """``inner`` with requests of an rpm-limited key spread evenly over the minute."""
+
+    def __init__(self, inner: RateLimiter, clock: Clock, *, margin: float = 0.03) -> None:
+        if not 0.0 <= margin < 1.0:
+            raise ValueError("margin must be within [0, 1)")
+        self.inner = inner
+        self._clock = clock
+        self._margin = margin
+        self._next: dict[str, float] = {}
+        self._generation: dict[str, int] = {}  # bumped by every penalize
+
+    def interval(self, key: str, rpm: int) -> float:
+        """Seconds between two admissions under ``key`` right now."""
+        factor = self.inner.factor(key) if isinstance(self.inner, InMemoryRateLimiter) else 1.0
+        return 60.0 / (rpm * factor) * (1.0 + self._margin)
+
+    async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
+        if limits.rpm is None:
+            return await self.inner.acquire(key, limits, tokens)
+        generation = self._generation.get(key, 0)
+        await self._take_slot(key, limits.rpm)
+        reservation = await self.inner.acquire(key, limits, tokens)
+        # A 429 while we waited voided every slot handed out before it (they would all fire
+        # the moment the hold ends): queue again behind the hold.
+        while self._generation.get(key, 0) != generation:
+            generation = self._generation.get(key, 0)
+            try:
+                await self._take_slot(key, limits.rpm)
+            except BaseException:
+                await self.inner.reconcile(reservation, 0)
+                raise
+        return reservation
+
+    async def _take_slot(self, key: str, rpm: int) -> None:
+        now = self._clock.monotonic()
+        slot = max(now, self._next.get(key, now))
+        self._next[key] = slot + self.interval(key, rpm)
+        if slot > now:
+            await self._clock.sleep(slot - now)
+
+    async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
+        await self.inner.reconcile(reservation, actual_tokens)
+
+    async def penalize(self, key: str, retry_after: float | None) -> None:
+        await self.inner.penalize(key, retry_after)
+        hold = retry_after if retry_after is not None and retry_after > 0 else 0.0
+        self._next[key] = self._clock.monotonic() + hold
+        self._generation[key] = self._generation.get(key, 0) + 1
