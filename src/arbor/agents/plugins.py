@@ -135,6 +135,10 @@ class Hooks:
     def __bool__(self) -> bool:
         return any(self._by_hook.values())
 
+    def has(self, hook: str) -> bool:
+        """Whether any plugin overrides ``hook`` (callers skip the call otherwise)."""
+        return bool(self._by_hook[hook])
+
     def plus(self, plugins: Sequence[object]) -> Hooks:
         return Hooks((*self.plugins, *plugins)) if plugins else self
 

@@ -297,7 +297,8 @@ class WorkflowRunner(Generic[StateT]):
         if spec.kind == "approval":
             return await self._approval(ctx, spec.prompt)
         await self.store.append_event(run_id, RunEvent("node_started", node, {"visit": visit}))
-        await self.hooks.before_node(ctx, state)
+        if self.hooks.has("before_node"):
+            await self.hooks.before_node(ctx, state)
         assert spec.fn is not None
         try:
             delta = dict(await spec.fn(state, ctx) or {})
@@ -307,7 +308,9 @@ class WorkflowRunner(Generic[StateT]):
             raise WorkflowError(
                 f"node {node!r} raised {type(exc).__name__}: {exc}", run_id=run_id
             ) from exc
-        return await self.hooks.after_node(ctx, state, delta)
+        if self.hooks.has("after_node"):
+            delta = await self.hooks.after_node(ctx, state, delta)
+        return delta
 
     async def _approval(self, ctx: NodeContext, prompt: str) -> dict[str, Any]:
         decision = await self.store.approval(ctx.run_id, ctx.node, ctx.visit)
