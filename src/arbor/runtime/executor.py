@@ -36,7 +36,7 @@ from arbor.core.errors import ArborError, BudgetExceededError, CircuitOpenError,
 from arbor.core.ids import new_id
 from arbor.core.logging import Redactor
 from arbor.llm.client import LLMClient
-from arbor.runtime.items import ItemOutcome, ItemRunner, MeteredClient
+from arbor.runtime.items import ItemError, ItemOutcome, ItemRunner, MeteredClient
 from arbor.runtime.spec import BatchOptions
 from arbor.store.batches import BATCH_ACTIVE, BatchRecord, BatchRepository, ClaimedItem
 
@@ -319,7 +319,10 @@ class LocalExecutor:
 
 
 def _reason(exc: BaseException) -> str:
-    """The stored failure reason: the error's kind and message, scrubbed of secrets."""
+    """The stored failure reason: the error's kind and message, scrubbed of secrets (an
+    ItemError's message already says what is wrong with the item)."""
+    if isinstance(exc, ItemError):
+        return _REDACTOR.text(str(exc))
     kind = exc.kind if isinstance(exc, ArborError) else type(exc).__name__
     return _REDACTOR.text(f"{kind}: {exc}")
 

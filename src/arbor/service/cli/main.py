@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from arbor.service.cli.agents import agents_app
+from arbor.service.cli.batch import batch_app
 from arbor.service.cli.bench import bench_app
 from arbor.service.cli.chat import chat
 from arbor.service.cli.doctor import doctor
@@ -29,6 +30,7 @@ app.command("mock-upstream")(mock_upstream)
 app.add_typer(bench_app, name="bench")
 app.command("run")(run)
 app.add_typer(runs_app, name="runs")
+app.add_typer(batch_app, name="batch")
 app.add_typer(agents_app, name="agents")
 app.add_typer(keys_app, name="keys")
 app.command("serve")(serve)
