@@ -20,6 +20,7 @@ reported together.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,11 +37,13 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from arbor.agents.definitions import AgentDefinition
 from arbor.core.config import Settings
 from arbor.llm.model import Model
 from arbor.service.app import create_app
-from arbor.service.context import ServiceContext, open_context
+from arbor.service.context import open_context
 from arbor.service.dashboard import router as dashboard_router
+from arbor.store.agents import AgentRepository
 
 MakeHTTP = Callable[..., httpx.AsyncClient]
 
@@ -70,6 +73,20 @@ include-method = "PATCH"
 checks.positive_data_acceptance.expected-statuses = [{_OK}, "422"]
 """
 
+#: Bodies that name things that exist (the served model, a workflow), so the successful
+#: answers (JSON and SSE) are generated and checked too, not only the refusals.
+_HI = [{"role": "user", "content": "hi"}]
+_USAGE = {"include_usage": True}
+BODIES: dict[str, list[dict[str, object]]] = {
+    "POST /v1/chat/completions": [
+        {"model": "test:echo", "messages": _HI},
+        {"model": "test:echo", "messages": _HI, "stream": True},
+        {"model": "test:echo", "messages": _HI, "stream": True, "stream_options": _USAGE},
+    ],
+    "POST /v1/runs": [{"workflow": "review-loop", "input": {"task": "Write add(a, b)."}}],
+    "POST /v1/agents": [{"name": "made-here", "instructions": "Be brief."}],
+}
+
 BOUNDED = settings(
     max_examples=25,
     deadline=None,
@@ -86,7 +103,9 @@ class Served:
 
     app: FastAPI
     admin_key: str = ""
-    ctx: ServiceContext | None = field(default=None, repr=False)
+    #: Path parameter values naming resources that exist (an agent, a key, a finished run),
+    #: so generated requests reach the found-it answers too, not only 404s.
+    ids: dict[str, str] = field(default_factory=dict)
 
 
 @pytest.fixture
@@ -96,8 +115,21 @@ def served(service_settings: Settings, service_models: dict[str, Model]) -> Iter
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await open_context(service_settings, models=service_models)
-        app.state.ctx = served.ctx = ctx
+        app.state.ctx = ctx
         served.admin_key = (await ctx.keys.create("schemathesis", scopes=["admin"])).key
+        other = await ctx.keys.create("seeded", scopes=["read"])
+        await AgentRepository(ctx.db).create(
+            "seeded", AgentDefinition(name="seeded", instructions="Say hi.").to_document()
+        )
+        assert ctx.runs is not None
+        run_id = await ctx.runs.start("review-loop", {"task": "Write add(a, b)."})
+        await ctx.runs.wait(run_id, timeout=10)
+        served.ids = {
+            "name": "seeded",
+            "key_id": other.record.id,
+            "run_id": run_id,
+            "model_id": "test:echo",
+        }
         try:
             yield
         finally:
@@ -117,7 +149,9 @@ def api(served: Served) -> OpenApiSchema:
     return schemathesis.openapi.from_asgi("/openapi.json", served.app, config=config)
 
 
-def _each_operation(api: OpenApiSchema, check: Callable[[Case], None]) -> list[str]:
+def _each_operation(
+    api: OpenApiSchema, check: Callable[[Case], None], ids: dict[str, str]
+) -> list[str]:
     """Run ``check`` on valid and invalid generated cases of every operation; the failures."""
     failures = []
     operations = [result.ok() for result in api.get_all_operations()]
@@ -126,6 +160,11 @@ def _each_operation(api: OpenApiSchema, check: Callable[[Case], None]) -> list[s
         cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(
             GenerationMode.NEGATIVE
         )
+        params = {p: ids[p] for p in re.findall(r"{(\w+)", operation.path) if p in ids}
+        if params:
+            cases |= operation.as_strategy(GenerationMode.POSITIVE, path_parameters=params)
+        for body in BODIES.get(operation.label, ()):
+            cases |= operation.as_strategy(GenerationMode.POSITIVE, body=body)
 
         @BOUNDED
         @given(case=cases)
@@ -145,11 +184,13 @@ def test_with_an_admin_key_nothing_fails_and_answers_match_the_schema(
     def check(case: Case) -> None:
         case.call_and_validate(headers={"Authorization": f"Bearer {served.admin_key}"})
 
-    failures = _each_operation(api, check)
+    failures = _each_operation(api, check, served.ids)
     assert not failures, "\n\n".join(failures)
 
 
-def test_without_a_key_every_protected_operation_is_401(api: OpenApiSchema) -> None:
+def test_without_a_key_every_protected_operation_is_401(
+    api: OpenApiSchema, served: Served
+) -> None:
     def check(case: Case) -> None:
         response = case.call()
         if (case.method.upper(), case.path) in PUBLIC:
@@ -160,7 +201,7 @@ def test_without_a_key_every_protected_operation_is_401(api: OpenApiSchema) -> N
         assert content_type in ("application/problem+json", "application/json")
         assert response.headers["www-authenticate"] == ["Bearer"]
 
-    failures = _each_operation(api, check)
+    failures = _each_operation(api, check, served.ids)
     assert not failures, "\n\n".join(failures)
 
 
