@@ -23,6 +23,7 @@ from arbor.llm.model import Model
 from arbor.llm.types import ChatRequest
 from arbor.service.context import ServiceContext
 from arbor.testing import FunctionModel
+from arbor.testing.mock_upstream import MockConfig, MockUpstream
 
 MakeHTTP = Callable[..., httpx.AsyncClient]
 
@@ -191,6 +192,24 @@ async def test_agent_definitions_cannot_carry_endpoints_or_credentials(
     assert r.status_code == 201
     r = await http.patch("/v1/agents/plain", json={field: value})
     assert r.status_code == 422 and value not in r.text
+
+
+async def test_a_run_cannot_point_its_model_at_a_url(
+    http: httpx.AsyncClient, service_ctx: ServiceContext
+) -> None:
+    async with MockUpstream(MockConfig(port=0)) as evil:
+        body = {"workflow": "review-loop", "input": {"task": "Write add(a, b)."}}
+        r = await http.post("/v1/runs", json={**body, "api_base": evil.url})
+        assert r.status_code == 422 and evil.url not in r.text
+        for model in (evil.url, f"{evil.origin}/v1", f"openai:{evil.url}"):
+            r = await http.post("/v1/runs", json={**body, "model": model})
+            if r.status_code == 201:  # accepted as an id: it fails without reaching anything
+                assert service_ctx.runs is not None
+                run = await service_ctx.runs.wait(r.json()["id"], timeout=10)
+                assert run.status == "failed", run.status
+            else:
+                assert r.status_code == 422, r.text
+        assert evil.stats.requests == 0
 
 
 # ---- SQL- and path-shaped values ---------------------------------------------------------
