@@ -149,6 +149,32 @@ def test_build_from_role_renders_the_role_template_per_run() -> None:
         agent.render_instructions({"task": "only the task"})
 
 
+async def test_a_role_agent_run_starts_with_its_rendered_role_prompt() -> None:
+    from arbor.core.config import Settings
+    from arbor.llm.client import LLMClient
+    from arbor.llm.types import ChatRequest
+    from arbor.testing import FunctionModel
+
+    seen: list[ChatRequest] = []
+
+    def reply(request: ChatRequest) -> str:
+        seen.append(request)
+        return "plain answer"
+
+    client = LLMClient(
+        Settings(llm={"cache": {"enabled": False}}), models={"test:a": FunctionModel(reply)}
+    )
+    d = AgentDefinition(name="w", role="technical_writer", model="test:a", output="text")
+    agent = d.build()
+    assert agent.has_instructions and agent.instructions == ""
+    deps = {"requirements": "Document the UART", "code": "class Uart {}"}
+    await agent.run("go", client=client, deps=deps)
+    system = [m for m in seen[0].messages if m.role == "system"]
+    assert len(system) == 1
+    assert system[0].content == agent.render_instructions(deps)
+    assert "Document the UART" in str(system[0].content)
+
+
 def test_build_overrides_output_and_temperature() -> None:
     d = AgentDefinition(name="r", role="reviewer", output="text", temperature=0.7, max_steps=3)
     agent = d.build()

@@ -115,7 +115,7 @@ async def drive(
     model = agent.model or client.settings.default_model
     if memory is None:
         memory = agent.new_memory(client, model, _summary_calls(client, journal))
-    if agent.instructions:
+    if agent.has_instructions:
         memory.add(Message.system(agent.render_instructions(deps, run_id=ctx.run_id or "")))
     run = _Run(agent, client, ctx, model, memory, hooks, journal)
     run.remember(Message.user(prompt))

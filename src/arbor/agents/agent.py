@@ -230,6 +230,12 @@ class Agent(Generic[OutputT]):
     def tools(self) -> tuple[Tool, ...]:
         return tuple(self._tools.values())
 
+    @property
+    def has_instructions(self) -> bool:
+        """Whether a run starts with a system message (subclasses that render their prompt
+        from elsewhere, like role agents, say yes with empty ``instructions``)."""
+        return bool(self.instructions)
+
     def render_instructions(self, deps: Any = None, *, run_id: str = "") -> str:
         variables: dict[str, Any] = dict(deps) if isinstance(deps, Mapping) else {}
         variables.update(deps=deps, agent=self.name)

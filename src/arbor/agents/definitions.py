@@ -264,6 +264,10 @@ class RoleAgent(Agent[Any]):
         self.variables: dict[str, str] = dict(variables or {})
         self._renderer = RoleRenderer()
 
+    @property
+    def has_instructions(self) -> bool:
+        return True
+
     def render_instructions(self, deps: Any = None, *, run_id: str = "") -> str:
         values: dict[str, object] = dict(self.variables)
         if isinstance(deps, Mapping):

@@ -122,7 +122,7 @@ class AgentTarget:
         # Rendered here so that a variable the input lacks is a 400 naming it, before the
         # response starts.
         try:
-            instructions = agent.render_instructions(self._deps, run_id=self.run_id)
+            agent.render_instructions(self._deps, run_id=self.run_id)
         except InstructionsError as exc:
             takes = (
                 f" (the role's variables: {', '.join(agent.role.variables)})"
@@ -133,10 +133,6 @@ class AgentTarget:
                 f"{exc}: send the last user message as a JSON object with the variables the "
                 f"agent's instructions use{takes}"
             ) from None
-        if isinstance(agent, RoleAgent):
-            # The run loop adds only non-empty ``instructions``; a role agent keeps its
-            # template elsewhere, so its rendered role prompt is put in place here.
-            memory.add(Message.system(instructions))
         self._agent, self._memory = agent, memory
 
     async def _failed(self) -> None:
