@@ -49,6 +49,7 @@ async def test_a_finished_run_streams_rows_status_and_end(
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/event-stream")
     frames = _frames(answer.text)
+    assert frames[0]["event"] == "run-status"  # the page's block refreshed as it connects
     rows = [f for f in frames if f.get("event") == "run-event"]
     stored = await service_ctx.runs.store.event_log.list(run_id)
     assert [int(f["id"]) for f in rows] == [e.seq for e in stored]

@@ -2,9 +2,10 @@
 approvals with their buttons, output or error) and the event timeline, rendered on the
 server and pushed over Server-Sent Events as the run goes.
 
-The stream sends each event as a ``run-event`` (an HTML row htmx appends to the timeline,
-``id`` = the event's seq so a reconnecting browser resumes with ``Last-Event-ID``), a fresh
-``run-status`` block after every event that can change it, and ``run-end`` once the run
+The stream sends the current ``run-status`` block as it connects, each event as a
+``run-event`` (an HTML row htmx appends to the timeline, ``id`` = the event's seq so a
+reconnecting browser resumes with ``Last-Event-ID``), a fresh ``run-status`` block after
+every event that can change it, and ``run-end`` once the run
 finished (the page closes the connection on it, so the browser does not reconnect).
 ``?replay=1`` streams a finished run's stored events again at their recorded pace (gaps
 capped), so a person can watch how it went.
@@ -168,6 +169,8 @@ async def _follow(
     dash: Dashboard, runs: RunManager, run_id: str, start: int, page: dict[str, Any]
 ) -> AsyncIterator[ServerSentEvent]:
     hint: RunStatus | None = None
+    # First the status as it is now: the page may have been rendered a moment ago.
+    yield await _status(dash, runs, run_id, hint, page)
     async with aclosing(runs.watch(run_id, start, follow=True)) as events:
         async for e in events:
             row = EventRow(e.seq, e.type, e.node, e.data, datetime.now(UTC))

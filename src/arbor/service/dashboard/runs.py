@@ -120,8 +120,11 @@ async def show_run(
     request: Request, run_id: str, session: Viewer, replay: bool = False
 ) -> Response:
     runs = manager_of(dashboard_of(request))
-    view = await run_view(runs, run_id)
+    await runs.store.runs.get(run_id)  # 404 first
+    # Events before the status: a status read later is never older than the events shown
+    # (the stream brings later events, and a fresh status block as it connects).
     events = [] if replay else await runs.store.event_log.list(run_id, limit=_MAX_EVENTS)
+    view = await run_view(runs, run_id)
     last_seq = events[-1].seq if events else 0
     return render(
         request,
