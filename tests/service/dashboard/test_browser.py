@@ -295,7 +295,9 @@ def test_create_and_revoke_a_key(page: Page, live: LiveDashboard, artifacts: Pat
     assert secret not in page.content()  # shown once only
     row = page.locator('tr[data-name="ci-bot"]')
     expect(row).to_contain_text("active")
-    row.locator("button:has-text('Revoke')").click()
+    row.locator("text=Revoke").click()
+    expect(page.locator("#confirm")).to_contain_text("cannot be undone")
+    page.click("#confirm button:has-text('Revoke')")
     expect(page.locator('tr[data-name="ci-bot"]')).to_contain_text("revoked")
     shot(page, artifacts, "10-key-revoked")
     # The revoked key no longer logs in.

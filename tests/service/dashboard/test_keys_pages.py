@@ -138,3 +138,21 @@ async def test_keys_need_admin_and_csrf(
     assert (await service_ctx.keys.get(target.record.id)).status() == "active"
     missing = await browser.post("/keys/key_nope/revoke", data={"csrf_token": "no"})
     assert missing.status_code == 403  # CSRF is checked before anything is looked up
+
+
+async def test_revoke_and_rotate_ask_first(
+    admin_browser: Browser, service_ctx: ServiceContext
+) -> None:
+    client, _ = admin_browser
+    key = await service_ctx.keys.create("careful", scopes=["read"])
+    listing = await client.get("/keys")
+    assert f'href="/keys/{key.record.id}/revoke"' in listing.text
+    page = await client.get(f"/keys/{key.record.id}/revoke")
+    assert page.status_code == 200
+    assert "cannot be undone" in page.text
+    assert f'action="/keys/{key.record.id}/revoke"' in page.text
+    rotate = await client.get(f"/keys/{key.record.id}/rotate")
+    assert "new secret" in rotate.text
+    assert (await service_ctx.keys.get(key.record.id)).status() == "active"  # nothing done
+    assert (await client.get(f"/keys/{key.record.id}/delete")).status_code == 404
+    assert (await client.get("/keys/key_nope/revoke")).status_code == 404

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, Response
 from pydantic import ValidationError
 
+from arbor.core.errors import NotFoundError
 from arbor.service.dashboard.sessions import Session
 from arbor.service.dashboard.web import (
     SESSION_COOKIE,
@@ -80,6 +81,19 @@ async def create_key(
         budget_usd=body.budget_usd,
     )
     return await _page(request, shown=new, status_code=201)
+
+
+@router.get("/keys/{key_id}/{action}")
+async def confirm(request: Request, key_id: str, action: str, session: Viewer) -> Response:
+    """Revoking and rotating cannot be undone: a page asks first."""
+    _require_admin(session)
+    if action not in ("revoke", "rotate"):
+        raise NotFoundError(f"no key action {action!r}")
+    from arbor.service.routes.keys import KeyPublic
+
+    record = await dashboard_of(request).ctx.keys.get(key_id)
+    own = key_id == session.key_id
+    return render(request, "key_confirm.html", key=KeyPublic.of(record), action=action, own=own)
 
 
 @router.post("/keys/{key_id}/revoke")
