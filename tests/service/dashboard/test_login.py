@@ -186,3 +186,19 @@ def test_dashboard_routes_stay_out_of_the_openapi_schema(app: FastAPI) -> None:
     paths = app.openapi()["paths"]
     assert paths  # the API is there
     assert not [p for p in paths if not p.startswith(("/v1", "/healthz", "/readyz", "/metrics"))]
+
+
+async def test_an_unexpected_failure_is_a_plain_error_page(
+    admin_browser: tuple[httpx.AsyncClient, str], service_ctx: ServiceContext
+) -> None:
+    client, _ = admin_browser
+    runs = service_ctx.runs
+    service_ctx.runs = None  # a wiring bug: the page must not show a traceback
+    try:
+        answer = await client.get("/runs")
+    finally:
+        service_ctx.runs = runs
+    assert answer.status_code == 500
+    assert "text/html" in answer.headers["content-type"]
+    assert "internal error" in answer.text
+    assert "Traceback" not in answer.text and "RunManager" not in answer.text

@@ -184,6 +184,9 @@ class DashboardRoute(APIRoute):
                 return _error_page(request, problem.status, problem.detail)
             except RequestValidationError as exc:
                 return _error_page(request, 422, _validation_message(exc))
+            except Exception:  # a bug: logged with its trace, a plain page for the person
+                log.exception("dashboard.unhandled_error", path=request.url.path)
+                return _error_page(request, 500, "internal error")
 
         return html_errors
 
@@ -202,8 +205,8 @@ def _error_page(request: Request, status: int, detail: str) -> Response:
     ctx = getattr(request.app.state, "ctx", None)
     if ctx is not None:
         detail = ctx.redactor.text(detail)
-    if status >= 500:
-        log.error("dashboard.error", path=request.url.path, status=status)
+    if status >= 500 and detail != "internal error":
+        log.error("dashboard.error", path=request.url.path, status=status, detail=detail)
     return render(request, "error.html", status_code=status, status=status, detail=detail)
 
 
