@@ -34,6 +34,7 @@ __all__ = [
     "RunKey",
     "ScopeCheck",
     "authenticate",
+    "context_of",
     "get_context",
     "require_scope",
 ]
@@ -41,10 +42,16 @@ __all__ = [
 Scope = Literal["read", "run", "admin"]
 
 
-def get_context(request: Request) -> ServiceContext:
+def context_of(request: Request) -> ServiceContext:
     """The context of the app serving ``request``."""
     ctx: ServiceContext = request.app.state.ctx
     return ctx
+
+
+async def get_context(request: Request) -> ServiceContext:
+    """``context_of`` as a dependency: a coroutine, because FastAPI runs a plain ``def``
+    dependency in its thread pool, a hop that costs more than most routes' own work."""
+    return context_of(request)
 
 
 Ctx = Annotated[ServiceContext, Depends(get_context)]
@@ -55,7 +62,7 @@ async def authenticate(request: Request) -> Principal:
     state = request.scope.setdefault("state", {})
     principal = state.get("principal")
     if principal is None:
-        principal = await get_context(request).auth.authenticate(request.headers)
+        principal = await context_of(request).auth.authenticate(request.headers)
         state["principal"] = principal
     assert isinstance(principal, Principal)
     return principal

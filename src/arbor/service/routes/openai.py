@@ -24,10 +24,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response, StreamingResponse
 
@@ -39,7 +39,7 @@ from arbor.core.logging import Redactor
 from arbor.llm.providers.local import BUNDLED_MODELS
 from arbor.llm.types import StreamChunk
 from arbor.service.context import ServiceContext
-from arbor.service.deps import KeyFirstRoute, ReadKey, RunKey, get_context
+from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey, RunKey
 from arbor.service.openai_compat import (
     ChatCompletionRequest,
     EmbeddingsIn,
@@ -142,13 +142,6 @@ def _error_response(request: Request, problem: Problem) -> Response:
     return response
 
 
-async def _context(request: Request) -> ServiceContext:
-    """``deps.get_context`` as a coroutine: FastAPI runs a plain ``def`` dependency in its
-    thread pool, a hop that costs more than this whole route's own work."""
-    return get_context(request)
-
-
-Ctx = Annotated[ServiceContext, Depends(_context)]
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
 
