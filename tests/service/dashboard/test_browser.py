@@ -319,3 +319,22 @@ def test_overview_charts_refresh_by_themselves(
     expect(page.locator("#card-rps polyline")).to_have_count(1)
     assert page.evaluate("document.documentElement.dataset.loadedOnce") == "yes"
     shot(page, artifacts, "11-overview-live")
+
+
+def test_the_runs_list_picks_up_new_runs_by_itself(
+    page: Page, live: LiveDashboard, artifacts: Path
+) -> None:
+    log_in(page, live.admin_key)
+    page.goto("/runs?workflow=gate")
+    page.evaluate("document.documentElement.dataset.loadedOnce = 'yes'")
+    started = page.request.post(
+        "/v1/runs",
+        data={"workflow": "gate", "input": {"task": "from the API"}},
+        headers={"Authorization": f"Bearer {live.admin_key}"},
+    )
+    assert started.status == 201
+    run_id = started.json()["id"]
+    row = page.locator(f'tr[data-run="{run_id}"]')
+    expect(row).to_contain_text("waiting approval", timeout=10_000)
+    assert page.evaluate("document.documentElement.dataset.loadedOnce") == "yes"
+    shot(page, artifacts, "12-runs-list")

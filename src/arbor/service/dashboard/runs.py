@@ -70,6 +70,7 @@ async def list_runs(
     return render(
         request,
         "runs.html",
+        refresh_url=str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
         runs=page.runs,
         next_cursor=page.next_cursor,
         status=status,
