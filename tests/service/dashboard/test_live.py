@@ -10,6 +10,7 @@ import httpx
 
 from arbor.service.context import ServiceContext
 from arbor.service.dashboard.live import EventRow, node_progress
+from arbor.service.dashboard.web import Dashboard
 from arbor.service.runs import RunManager
 
 Browser = tuple[httpx.AsyncClient, str]
@@ -127,3 +128,33 @@ def test_node_progress_counts_visits_and_marks_failures() -> None:
     failed = node_progress(events, "failed")
     assert failed[1].status == "failed"
     assert failed[0].status == "finished"
+
+
+def test_timeline_rows_show_llm_and_tool_calls_escaped(service_ctx: ServiceContext) -> None:
+    template = Dashboard(service_ctx).templates.get_template("_event.html")
+    now = datetime.now(UTC)
+    llm = template.render(
+        e=EventRow(
+            7,
+            "llm_call",
+            "write",
+            {"agent": "writer", "model": "openai:gpt", "input_tokens": 120, "output_tokens": 30,
+             "cost_usd": 0.0021, "latency_ms": 812.4, "cached": False},
+            now,
+        )
+    )
+    assert 'id="ev-7"' in llm and 'data-type="llm_call"' in llm
+    assert "writer" in llm and "openai:gpt" in llm
+    assert "120 in / 30 out" in llm and "812.4 ms" in llm and "$0.0021" in llm
+    tool = template.render(
+        e=EventRow(
+            8,
+            "tool_call",
+            "write",
+            {"agent": "writer", "tool": "search", "call_id": "c1", "ok": False,
+             "error": "<img src=x onerror=alert(1)>", "latency_ms": 3.0},
+            now,
+        )
+    )
+    assert "search" in tool and "failed:" in tool
+    assert "<img" not in tool and "&lt;img" in tool
