@@ -3,9 +3,12 @@ time and memory (Arbor vs Agno vs PydanticAI), side by side in one process run.
 
     arbor bench agents --out benchmarks/results/agents.json [--quick]
 
-Workflow: the same 5-node linear graph whose nodes each change one key of the state, run many
-times; per-node overhead = wall time per run / 5 (a run's start, status changes and events
-included). Without checkpoints (Arbor's in-memory store, LangGraph with no checkpointer) and
+Workflow: the same 5-node linear graph whose nodes each ask a ``FunctionModel`` for a reply
+(one shared model object and request, awaited directly by both libraries' async nodes) and
+change one key of the state, run many times; per-node overhead = wall time per run / 5 minus
+the model call's own cost measured alone (a run's start, status changes and events
+included). LangGraph's sync ``invoke`` path runs the same call synchronously (the model never
+suspends). Without checkpoints (Arbor's in-memory store, LangGraph with no checkpointer) and
 with SQLite checkpoints, each on a fresh file: Arbor's database store (its default direct
 SQLite path, and for reference with every transaction on SQLAlchemy sessions) against
 LangGraph's ``AsyncSqliteSaver`` (``ainvoke``) and ``SqliteSaver`` (``invoke``). The SQLite
@@ -42,6 +45,52 @@ NODES = ["n1", "n2", "n3", "n4", "n5"]
 ROUNDS = 5
 
 
+def _model() -> tuple[Any, Any]:
+    from arbor.llm.types import ChatRequest, Message
+    from arbor.testing import FunctionModel
+
+    request = ChatRequest(model="test:fn", messages=[Message.user("go")])
+    return FunctionModel(lambda _: "ok"), request
+
+
+MODEL, REQUEST = _model()
+
+
+async def _ask() -> None:
+    MODEL.calls.clear()  # keep the recorder from growing over a long run
+    reply = await MODEL.complete(REQUEST)
+    assert reply.message.content == "ok"
+
+
+def _ask_sync() -> None:
+    """The same call for LangGraph's sync ``invoke`` path: a FunctionModel over a plain
+    function never suspends, so its coroutine runs to completion in one ``send``."""
+    MODEL.calls.clear()
+    coro = MODEL.complete(REQUEST)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        assert done.value.message.content == "ok"
+    else:
+        coro.close()
+        raise RuntimeError("the FunctionModel suspended")
+
+
+#: Set by ``_main`` before any workflow is timed.
+MODEL_US = 0.0
+
+
+async def model_call_us(calls: int) -> float:
+    """The FunctionModel call's own cost, subtracted from every per-node figure."""
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(calls):
+            await _ask()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1e6
+
+
 class ArborState(BaseModel):
     n1: int = 0
     n2: int = 0
@@ -59,6 +108,10 @@ class LGState(TypedDict):
 
 
 async def _per_node_us(run: Callable[[int], Awaitable[None]], runs: int) -> float:
+    return await _per_node_total_us(run, runs) - MODEL_US
+
+
+async def _per_node_total_us(run: Callable[[int], Awaitable[None]], runs: int) -> float:
     """Best of ROUNDS rounds of ``runs / ROUNDS`` runs each (timeit's rule: the fastest round
     is the code's cost, slower ones measure the rest of the machine)."""
     for i in range(min(20, runs)):
@@ -82,6 +135,7 @@ def _arbor_workflow() -> Any:
 
     def make(key: str) -> Any:
         async def node(state: ArborState, ctx: Any) -> dict[str, int]:
+            await _ask()
             return {key: getattr(state, key) + 1}
 
         return node
@@ -129,16 +183,21 @@ async def arbor_sqlite(runs: int, path: Path, *, direct: bool = True) -> float |
 
 
 # ---- LangGraph -------------------------------------------------------------------------
-def _langgraph(checkpointer: Any = None) -> Any:
+def _langgraph(checkpointer: Any = None, *, sync: bool = False) -> Any:
     from langgraph.graph import END, START, StateGraph
 
     g = StateGraph(LGState)
 
     def make(key: str) -> Any:
-        def node(state: LGState) -> dict[str, int]:
+        async def node(state: LGState) -> dict[str, int]:
+            await _ask()
             return {key: state[key] + 1}
 
-        return node
+        def sync_node(state: LGState) -> dict[str, int]:
+            _ask_sync()
+            return {key: state[key] + 1}
+
+        return sync_node if sync else node
 
     for name in NODES:
         g.add_node(name, make(name))
@@ -178,7 +237,7 @@ async def langgraph_sqlite_sync(runs: int, path: Path) -> float:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     with SqliteSaver.from_conn_string(str(path)) as saver:
-        graph = _langgraph(saver)
+        graph = _langgraph(saver, sync=True)
         start = dict.fromkeys(NODES, 0)
 
         async def run(i: int) -> None:
@@ -296,7 +355,13 @@ def _targets(c: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
 
 async def _main(quick: bool) -> dict[str, Any]:
     runs = 50 if quick else 1000
-    clients: dict[str, dict[str, float]] = {"arbor": {}, "langgraph": {}}
+    global MODEL_US
+    MODEL_US = await model_call_us(2000 if quick else 20000)
+    clients: dict[str, dict[str, float]] = {
+        "function_model": {"call_us": MODEL_US},
+        "arbor": {},
+        "langgraph": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         clients["arbor"]["node_us_memory"] = await arbor_memory(runs)
         clients["langgraph"]["node_us_memory"] = await langgraph_memory(runs)
