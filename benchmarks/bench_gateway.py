@@ -287,6 +287,7 @@ class _Samples:
     loaded_ms: list[float] = field(default_factory=list)
     loaded_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    generator_cpu_seconds: float = 0.0
     ttft_ms: list[float] = field(default_factory=list)
     chunks: int = 0
 
@@ -304,6 +305,7 @@ class _Samples:
             "stream_ttft_p50_ms": _pct(self.ttft_ms, 50),
             "stream_ttft_p99_ms": _pct(self.ttft_ms, 99),
             "stream_content_chunks": self.chunks / len(self.ttft_ms),
+            "generator_cpu_us_per_request": self.generator_cpu_seconds / len(self.loaded_ms) * 1e6,
         }
         if has_cpu:
             out["gateway_cpu_us_per_request"] = self.cpu_seconds / len(self.loaded_ms) * 1e6
@@ -329,11 +331,12 @@ async def _throughput(session: Session, t: Target, seconds: float, into: _Sample
             await _complete(session, t, body)
             done.append((time.perf_counter() - start) * 1000)
 
-    cpu0 = _cpu_seconds(t.pid) if t.pid else 0.0
+    cpu0, own0 = (_cpu_seconds(t.pid) if t.pid else 0.0), time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(worker(start + seconds) for _ in range(CONCURRENCY)))
     elapsed = time.perf_counter() - start
     into.cpu_seconds += (_cpu_seconds(t.pid) if t.pid else 0.0) - cpu0
+    into.generator_cpu_seconds += time.process_time() - own0
     into.round_rps.append(len(done) / elapsed)
     into.loaded_ms += done
     into.loaded_seconds += elapsed
