@@ -1,0 +1,267 @@
+"""The sliding-log rate limiter of :mod:`arbor.llm.ratelimit`, shared by every process through
+Redis.
+
+Same semantics as :class:`~arbor.llm.ratelimit.InMemoryRateLimiter` (exact per-minute log,
+tokens reserved up front and trued up, AIMD after 429s), but the log lives in Redis and one
+Lua script (run by EVALSHA) expires old entries, checks and reserves in a single atomic round
+trip, so N processes together never admit more than the limit. The script reads the clock
+from Redis (``TIME``): every process judges the window on the same clock, so clock skew
+between machines cannot let two of them both count a request as expired.
+
+Per limiter key, three Redis keys share one hash tag (so they live on one cluster slot):
+``…:log`` a sorted set of reservation ids scored by admission time (µs), ``…:tok`` a hash of
+their tokens, ``…:meta`` a hash with the tokens sum, the 429 hold, the AIMD factor and the
+time of the last cut. All expire a window after their last use.
+
+Waiters in one process queue first-come first-served per key (one asyncio lock); the head
+asks Redis again when the script says how long to wait, or sooner (``poll_interval``) since
+another process's reconcile may free tokens early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+
+from redis.asyncio import Redis
+
+from arbor.core.clock import Clock
+from arbor.core.config import ModelLimits
+from arbor.llm.ratelimit import WINDOW, RateLimiter, Reservation, TokenLimitError
+
+__all__ = ["RedisRateLimiter", "RedisReservation"]
+
+_US = 1_000_000
+
+# KEYS: log, tok, meta. ARGV: rpm (-1 none), tpm (-1 none), tokens, member, window µs, logged.
+# Returns {1, now_us} when admitted, {0, wait_us} otherwise.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tokens, window = tonumber(ARGV[3]), tonumber(ARGV[5])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if #expired > 0 then
+  local freed = 0
+  for _, m in ipairs(expired) do
+    freed = freed + (tonumber(redis.call('HGET', KEYS[2], m)) or 0)
+    redis.call('HDEL', KEYS[2], m)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  redis.call('HINCRBY', KEYS[3], 'sum', -freed)
+end
+local meta = redis.call('HMGET', KEYS[3], 'sum', 'blocked', 'factor')
+local sum = tonumber(meta[1]) or 0
+local factor = tonumber(meta[3]) or 1
+local wait = (tonumber(meta[2]) or 0) - now
+local count = redis.call('ZCARD', KEYS[1])
+if rpm >= 0 then
+  local allowed = math.max(1, math.floor(rpm * factor))
+  if count >= allowed then
+    local o = redis.call('ZRANGE', KEYS[1], count - allowed, count - allowed, 'WITHSCORES')
+    wait = math.max(wait, tonumber(o[2]) + window - now, 1)
+  end
+end
+if tpm >= 0 and sum > 0 then
+  local excess = sum + tokens - math.max(1, math.floor(tpm * factor))
+  if excess > 0 then
+    local log = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    local freed, at = 0, tonumber(log[#log])
+    for i = 1, #log, 2 do
+      freed = freed + (tonumber(redis.call('HGET', KEYS[2], log[i])) or 0)
+      if freed >= excess then at = tonumber(log[i + 1]); break end
+    end
+    wait = math.max(wait, at + window - now, 1)
+  end
+end
+if wait > 0 then return {0, wait} end
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('HSET', KEYS[2], ARGV[4], tokens)
+  redis.call('HINCRBY', KEYS[3], 'sum', tokens)
+end
+local ttl = math.ceil(window / 1000) + 1000
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
+return {1, now}
+"""
+
+# KEYS: tok, meta. ARGV: member, actual tokens, increase.
+_RECONCILE = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local actual = tonumber(ARGV[2])
+if old then
+  redis.call('HSET', KEYS[1], ARGV[1], actual)
+  redis.call('HINCRBY', KEYS[2], 'sum', actual - tonumber(old))
+end
+if actual > 0 then
+  local f = tonumber(redis.call('HGET', KEYS[2], 'factor') or '1')
+  if f < 1 then
+    redis.call('HSET', KEYS[2], 'factor', tostring(math.min(1, f + tonumber(ARGV[3]))))
+  end
+end
+return 1
+"""
+
+# KEYS: meta. ARGV: hold µs (0 none), max hold µs, decrease, floor, cut interval µs, ttl ms.
+_PENALIZE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local hold = tonumber(ARGV[1])
+if hold > 0 then
+  local until_ = now + math.min(hold, tonumber(ARGV[2]))
+  local cur = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
+  if until_ > cur then redis.call('HSET', KEYS[1], 'blocked', until_) end
+end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_cut') or '-1e18')
+if now - last >= tonumber(ARGV[5]) then
+  local f = tonumber(redis.call('HGET', KEYS[1], 'factor') or '1')
+  f = math.max(tonumber(ARGV[4]), f * tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[1], 'factor', tostring(f), 'last_cut', now)
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
+return 1
+"""
+
+
+class RedisReservation(Reservation):
+    """A reservation whose entry lives in Redis under ``member``; ``server_time`` is when
+    Redis admitted it (seconds, Redis's clock)."""
+
+    __slots__ = ("logged", "member", "server_time")
+
+    def __init__(
+        self, key: str, tokens: int, admitted_at: float, member: str, server_time: float
+    ) -> None:
+        super().__init__(key, tokens, admitted_at)
+        self.member = member
+        self.server_time = server_time
+        self.logged = False
+
+
+class RedisRateLimiter(RateLimiter):
+    """Requests/min and tokens/min limits that hold across every process sharing ``redis``.
+
+    The knobs mean what they mean for :class:`~arbor.llm.ratelimit.InMemoryRateLimiter`;
+    ``window`` (seconds) exists so tests can observe whole windows quickly.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        clock: Clock,
+        *,
+        prefix: str = "arbor:rl",
+        window: float = WINDOW,
+        decrease: float = 0.5,
+        increase: float = 0.05,
+        floor: float = 0.1,
+        cut_interval: float = 1.0,
+        max_hold: float = 60.0,
+        poll_interval: float = 0.25,
+    ) -> None:
+        if not (0.0 < decrease <= 1.0 and 0.0 < floor <= 1.0 and increase >= 0.0):
+            raise ValueError("need 0 < decrease <= 1, 0 < floor <= 1 and increase >= 0")
+        if window <= 0.0:
+            raise ValueError("window must be positive")
+        self._redis = redis
+        self._clock = clock
+        self._prefix = prefix
+        self._window_us = int(window * _US)
+        self._decrease = decrease
+        self._increase = increase
+        self._floor = floor
+        self._cut_us = int(cut_interval * _US)
+        self._max_hold_us = int(max_hold * _US)
+        self._poll = poll_interval
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._reconcile = redis.register_script(_RECONCILE)
+        self._penalize = redis.register_script(_PENALIZE)
+        self._queues: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def _keys(self, key: str) -> tuple[str, str, str]:
+        base = f"{self._prefix}:{{{key}}}"
+        return f"{base}:log", f"{base}:tok", f"{base}:meta"
+
+    async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
+        rpm, tpm = limits.rpm, limits.tpm
+        if tokens < 0:
+            raise ValueError("tokens must be >= 0")
+        if tpm is not None and tokens > tpm:
+            raise TokenLimitError(
+                f"a request of {tokens} tokens can never fit the limit of {tpm} tokens/min "
+                f"for {key!r}: lower max_tokens or shorten the prompt, or raise the limit",
+                key=key,
+                tokens=tokens,
+                tpm=tpm,
+            )
+        logged = rpm is not None or tpm is not None
+        if not logged:
+            now = self._clock.monotonic()
+            return RedisReservation(key, tokens, now, "", self._clock.time())
+        lock, users = self._queues.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:  # first come, first served within this process
+                return await self._admit(key, rpm, tpm, tokens)
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._queues[key]
+
+    async def _admit(
+        self, key: str, rpm: int | None, tpm: int | None, tokens: int
+    ) -> RedisReservation:
+        member = uuid.uuid4().hex
+        args = [
+            -1 if rpm is None else rpm,
+            -1 if tpm is None else tpm,
+            tokens,
+            member,
+            self._window_us,
+            1,
+        ]
+        keys = list(self._keys(key))
+        while True:
+            ok, value = await self._acquire(keys=keys, args=args)
+            if int(ok) == 1:
+                r = RedisReservation(
+                    key, tokens, self._clock.monotonic(), member, int(value) / _US
+                )
+                r.logged = True
+                return r
+            wait = max(int(value) / _US, 1e-6)
+            await self._clock.sleep(min(wait, self._poll) if tpm is not None else wait)
+
+    async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
+        if reservation._settled:
+            return
+        reservation._settled = True
+        actual = max(0, actual_tokens)
+        reservation.tokens = actual
+        if not isinstance(reservation, RedisReservation) or not reservation.logged:
+            return
+        _, tok, meta = self._keys(reservation.key)
+        await self._reconcile(keys=[tok, meta], args=[reservation.member, actual, self._increase])
+
+    async def penalize(self, key: str, retry_after: float | None) -> None:
+        hold = 0 if retry_after is None or retry_after <= 0.0 else math.ceil(retry_after * _US)
+        ttl_ms = (max(hold, self._window_us) // 1000) + 1000
+        args: list[float] = [
+            hold, self._max_hold_us, self._decrease, self._floor, self._cut_us, ttl_ms
+        ]
+        await self._penalize(keys=[self._keys(key)[2]], args=args)
+
+    # ---- introspection (tests, dashboards) ----------------------------------------------
+    async def usage(self, key: str) -> tuple[int, int]:
+        """Requests and tokens logged under ``key`` (entries older than the window are
+        dropped on the next acquire, so this may briefly over-count)."""
+        log, _, meta = self._keys(key)
+        count = await self._redis.zcard(log)
+        total = await self._redis.hget(meta, "sum")
+        return int(count), int(total or 0)
+
+    async def factor(self, key: str) -> float:
+        """The AIMD share of the configured limits currently in force for ``key``."""
+        value = await self._redis.hget(self._keys(key)[2], "factor")
+        return 1.0 if value is None else float(value)
