@@ -213,7 +213,7 @@ class RedisRateLimiter(RateLimiter):
         self, key: str, rpm: int | None, tpm: int | None, tokens: int
     ) -> RedisReservation:
         member = uuid.uuid4().hex
-        args = [
+        args: list[str | int] = [
             -1 if rpm is None else rpm,
             -1 if tpm is None else tpm,
             tokens,
