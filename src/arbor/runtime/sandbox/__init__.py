@@ -18,6 +18,7 @@ from arbor.runtime.sandbox.errors import (
 )
 from arbor.runtime.sandbox.result import KillReason, SandboxResult
 from arbor.runtime.sandbox.sandbox import Sandbox
+from arbor.runtime.sandbox.workspace import Workspace, WorkspaceLimits, WriteEvent
 
 __all__ = [
     "KillReason",
@@ -27,7 +28,10 @@ __all__ = [
     "SandboxLimits",
     "SandboxResult",
     "SandboxUnavailableError",
+    "Workspace",
     "WorkspaceError",
     "WorkspaceLimitError",
+    "WorkspaceLimits",
     "WorkspacePathError",
+    "WriteEvent",
 ]
