@@ -16,6 +16,12 @@ from arbor.runtime.sandbox.errors import (
     WorkspaceLimitError,
     WorkspacePathError,
 )
+from arbor.runtime.sandbox.junit import (
+    TestCaseResult,
+    TestReport,
+    parse_junit,
+    run_pytest,
+)
 from arbor.runtime.sandbox.result import KillReason, SandboxResult
 from arbor.runtime.sandbox.sandbox import Sandbox
 from arbor.runtime.sandbox.workspace import Workspace, WorkspaceLimits, WriteEvent
@@ -28,10 +34,14 @@ __all__ = [
     "SandboxLimits",
     "SandboxResult",
     "SandboxUnavailableError",
+    "TestCaseResult",
+    "TestReport",
     "Workspace",
     "WorkspaceError",
     "WorkspaceLimitError",
     "WorkspaceLimits",
     "WorkspacePathError",
     "WriteEvent",
+    "parse_junit",
+    "run_pytest",
 ]
