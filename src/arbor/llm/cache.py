@@ -1,11 +1,13 @@
 """The response cache: the same deterministic request gets the same reply without a call.
 
-Tiers are tried in order — an in-memory LRU, then a SQLite file — and a hit in a lower tier
-is copied into the ones above it. Entries are stored as the response's JSON bytes, so every
-hit is a fresh object (a caller that edits its reply cannot corrupt the cache), memory holds
-compact bytes, and all tiers share one format. A :class:`Tier` is a name and three
-synchronous methods that run on the event loop, so a tier must answer in microseconds
-(memory, local SQLite); a network tier (Redis) needs an async lookup path added here.
+Tiers are tried in order — an in-memory LRU, then a SQLite file, then (distributed mode) a
+shared Redis tier — and a hit in a lower tier is copied into the ones above it. Entries are
+stored as the response's JSON bytes, so every hit is a fresh object (a caller that edits its
+reply cannot corrupt the cache), memory holds compact bytes, and all tiers share one format.
+A :class:`Tier` is a name and three synchronous methods that run on the event loop, so a
+tier must answer in microseconds (memory, local SQLite). A network tier is a
+:class:`RemoteTier` (async methods) tried after them by :meth:`ResponseCache.aget` and
+:meth:`ResponseCache.aput`, the path the client uses.
 
 SQLite reads happen inline (WAL mode: a read never waits for the writer; ~10 µs warm);
 writes go to one owned background thread that batches them into transactions,
@@ -38,6 +40,7 @@ from arbor.llm.types import ChatRequest, ChatResponse, StreamChunk, ToolCallDelt
 
 __all__ = [
     "MemoryTier",
+    "RemoteTier",
     "ResponseCache",
     "SQLiteTier",
     "Tier",
@@ -155,6 +158,19 @@ class Tier(Protocol):
     def put(self, key: str, body: bytes, expires_at: float) -> None: ...
 
     def close(self) -> None: ...
+
+
+class RemoteTier(Protocol):
+    """A tier behind a network round trip (Redis), shared by processes. Same values as
+    :class:`Tier`; a failing server must read as a miss and drop writes, never raise."""
+
+    name: str
+
+    async def get(self, key: str) -> tuple[float, bytes] | None: ...
+
+    async def put(self, key: str, body: bytes, expires_at: float) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -352,19 +368,32 @@ class ResponseCache:
     """
 
     def __init__(
-        self, tiers: Sequence[Tier], *, ttl_seconds: float, clock: Clock | None = None
+        self,
+        tiers: Sequence[Tier],
+        *,
+        ttl_seconds: float,
+        clock: Clock | None = None,
+        remote: RemoteTier | None = None,
     ) -> None:
         self.tiers = tuple(tiers)
+        self.remote = remote
         self.ttl_seconds = ttl_seconds
         self._clock = clock or SystemClock()
         self._stats = tuple(TierStats() for _ in self.tiers)
+        self._remote_stats = TierStats()
         self.last_tier = ""  # set on every hit, read right after it (same thread)
 
     @classmethod
     def from_settings(
-        cls, settings: CacheSettings, home: Path, *, clock: Clock | None = None
+        cls,
+        settings: CacheSettings,
+        home: Path,
+        *,
+        clock: Clock | None = None,
+        remote: RemoteTier | None = None,
     ) -> ResponseCache:
-        """Memory LRU, then ``<home>/cache/llm-responses.sqlite3``, as configured."""
+        """Memory LRU, then ``<home>/cache/llm-responses.sqlite3``, as configured, then
+        ``remote`` if given (with ``disk`` off, Redis replaces the SQLite tier)."""
         clock = clock or SystemClock()
         tiers: list[Tier] = []
         if settings.memory_entries > 0:
@@ -372,7 +401,7 @@ class ResponseCache:
         if settings.disk and settings.disk_max_entries > 0:
             path = home / "cache" / "llm-responses.sqlite3"
             tiers.append(SQLiteTier(path, settings.disk_max_entries, clock))
-        return cls(tiers, ttl_seconds=settings.ttl_seconds, clock=clock)
+        return cls(tiers, ttl_seconds=settings.ttl_seconds, clock=clock, remote=remote)
 
     def get(self, key: str) -> ChatResponse | None:
         for i, tier in enumerate(self.tiers):
@@ -392,23 +421,67 @@ class ResponseCache:
             return response
         return None
 
+    async def aget(self, key: str) -> ChatResponse | None:
+        """:meth:`get`, then the remote tier; a remote hit is copied into the local tiers."""
+        found = self.get(key)
+        if found is not None or self.remote is None:
+            return found
+        item = await self.remote.get(key)
+        response = None
+        if item is not None:
+            try:
+                response = ChatResponse.model_validate_json(item[1])
+            except ValidationError:
+                response = None
+        if response is None:
+            self._remote_stats.misses += 1
+            return None
+        self._remote_stats.hits += 1
+        assert item is not None
+        for upper in self.tiers:
+            upper.put(key, item[1], item[0])
+        self.last_tier = self.remote.name
+        return response
+
     def put(self, key: str, response: ChatResponse) -> None:
-        """Store a reply in every tier; an errored reply (``finish_reason="error"``) is
+        """Store a reply in every local tier; an errored reply (``finish_reason="error"``) is
         never stored, since replaying a failure would hide the recovery."""
-        if response.finish_reason == "error" or not self.tiers:
+        encoded = self._encode(response)
+        if encoded is not None:
+            for tier in self.tiers:
+                tier.put(key, *encoded)
+
+    async def aput(self, key: str, response: ChatResponse) -> None:
+        """:meth:`put` into every tier, the remote one included."""
+        encoded = self._encode(response)
+        if encoded is None:
             return
-        body = response.model_dump_json().encode()
-        expires_at = self._clock.time() + self.ttl_seconds
         for tier in self.tiers:
-            tier.put(key, body, expires_at)
+            tier.put(key, *encoded)
+        if self.remote is not None:
+            await self.remote.put(key, *encoded)
+
+    def _encode(self, response: ChatResponse) -> tuple[bytes, float] | None:
+        if response.finish_reason == "error" or not (self.tiers or self.remote):
+            return None
+        return response.model_dump_json().encode(), self._clock.time() + self.ttl_seconds
 
     def stats(self) -> dict[str, TierStats]:
         """Hits and misses per tier name (a copy)."""
-        return {
+        stats = {
             t.name: TierStats(s.hits, s.misses)
             for t, s in zip(self.tiers, self._stats, strict=True)
         }
+        if self.remote is not None:
+            stats[self.remote.name] = TierStats(self._remote_stats.hits, self._remote_stats.misses)
+        return stats
 
     def close(self) -> None:
+        """Close the local tiers (the remote one needs :meth:`aclose`)."""
         for tier in self.tiers:
             tier.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        if self.remote is not None:
+            await self.remote.aclose()

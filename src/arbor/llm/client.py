@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -106,6 +106,7 @@ class LLMClient:
         self.usage_sink = usage_sink
         self._key_limits: dict[str, ModelLimits] = {}
         self._runners: OrderedDict[str, AttemptRunner] = OrderedDict()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         for model_id in self._configured_models():  # their metrics are never "other"
             provider, _, name = model_id.partition(":")
             self.metrics.pin(provider, name)
@@ -206,8 +207,15 @@ class LLMClient:
         if self.usage_sink is not None:
             await self.usage_sink.aclose()
         if self.cache is not None:
-            self.cache.close()
+            await self.cache.aclose()
         await self.registry.aclose()
+        while self._closers:
+            await self._closers.pop()()
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` at the end of :meth:`aclose` (last added first): for parts the
+        client uses but did not build, e.g. the shared Redis backends."""
+        self._closers.append(closer)
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -219,7 +227,7 @@ class LLMClient:
     async def _complete_one(self, req: ChatRequest) -> ChatResponse:
         runner = self._runner(req.model)
         account = CallAccount.start(self, req, runner.model)
-        key, hit = self._lookup(req)
+        key, hit = await self._lookup(req)
         if hit is not None:
             return account.cache_hit(hit)
         span = self._span(req)
@@ -237,13 +245,13 @@ class LLMClient:
             raise
         response = account.succeeded(response, span)
         if key is not None and self.cache is not None and used is req:
-            self.cache.put(key, response)
+            await self.cache.aput(key, response)
         return response
 
     async def _stream_one(self, req: ChatRequest) -> AsyncIterator[StreamChunk]:
         runner = self._runner(req.model)
         account = CallAccount.start(self, req, runner.model)
-        key, hit = self._lookup(req)
+        key, hit = await self._lookup(req)
         if hit is not None:
             async for replayed in replay_stream(account.cache_hit(hit)):
                 yield replayed
@@ -283,7 +291,7 @@ class LLMClient:
                 await close()
         await runner.settle(leases, response.usage.total_tokens)
         if key is not None and self.cache is not None and used is req:
-            self.cache.put(key, response)
+            await self.cache.aput(key, response)
 
     # ---- helpers ------------------------------------------------------------------------
     def _request(
@@ -302,12 +310,12 @@ class LLMClient:
     def _chain(self, model_id: str) -> list[str]:
         return [model_id, *self.settings.llm.fallbacks.get(model_id, ())]
 
-    def _lookup(self, req: ChatRequest) -> tuple[str | None, ChatResponse | None]:
+    async def _lookup(self, req: ChatRequest) -> tuple[str | None, ChatResponse | None]:
         """The cache key (None when this request is not cacheable) and a hit, if any."""
         if self.cache is None or not should_cache(req, self.settings.llm.cache):
             return None, None
         key = cache_key(req)
-        hit = self.cache.get(key)
+        hit = await self.cache.aget(key)
         if hit is None:
             self.metrics.cache_miss()
         return key, hit
