@@ -150,6 +150,8 @@ class BatchService:
             usage_sink=StoreUsageSink(UsageRepository(self.db)),
         )
         try:
+            if spec.kind == "template":  # resolve the provider now: an unknown model fails
+                client.model(spec.model or settings.default_model)  # before any item runs
             yield client
         finally:
             await client.aclose()

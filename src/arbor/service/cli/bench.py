@@ -77,3 +77,13 @@ def bench_gateway(
         fail(f"--only takes direct, arbor or litellm, not {', '.join(bad)}", EXIT_USAGE)
     args = ["--out", str(out), *(["--quick"] if quick else [])]
     _run("gateway", [*args, *(["--only", *only] if only else [])])
+
+
+@bench_app.command("batch")
+def bench_batch(
+    out: Path = typer.Option(..., "--out", help="Where to write the JSON results."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes (a smoke run)."),
+) -> None:
+    """Batches under a quantized RPM limit vs LiteLLM, the openai SDK and LangChain; creation
+    time and memory of 100,000-item batches."""
+    _run("batch", ["--out", str(out), *(["--quick"] if quick else [])])
