@@ -339,6 +339,15 @@ class BatchRepository:
             _snapshot(row, live)
             return _batch_record(row, live)
 
+    async def update_spec(self, batch_id: str, spec: dict[str, Any]) -> None:
+        """Replace the batch's spec (a resume with new options, e.g. a larger budget)."""
+        async with self._db.session(write=True) as s:
+            row = await s.get(BatchRow, batch_id)
+            if row is None:
+                raise NotFoundError(f"no batch with id {batch_id!r}")
+            row.spec = spec
+            row.updated_at = utcnow()
+
     async def snapshot(self, batch_id: str) -> BatchProgress:
         """Write the live counts and usage onto the batch row; returns them."""
         async with self._db.session(write=True) as s:
