@@ -1,0 +1,75 @@
+"""Choosing the LLM layer's backends from settings: in-process, or Redis when
+``ARBOR_REDIS_URL`` is set (the scale-out twin of every per-process mechanism).
+
+With Redis, every process that shares the URL shares the rate limits (one Lua-scripted log
+per key, :mod:`arbor.llm._redis_limiter`), the circuit breakers' open/close decisions
+(:mod:`arbor.llm._redis_breaker`) and the response cache's shared tier after memory and
+disk (:mod:`arbor.llm._redis_cache`; ``ARBOR_LLM__CACHE__DISK=false`` makes it replace the
+SQLite tier). Without it nothing here opens a connection: the client builds its in-process
+parts as before. :func:`build_client` is the one place callers go through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from redis.asyncio import Redis
+
+from arbor.core.clock import Clock, SystemClock
+from arbor.core.config import Settings
+from arbor.core.metrics import Metrics
+from arbor.llm._redis_breaker import RedisBreakerSync
+from arbor.llm._redis_cache import RedisTier
+from arbor.llm._redis_limiter import RedisRateLimiter
+from arbor.llm.cache import ResponseCache
+from arbor.llm.client import LLMClient
+from arbor.llm.model import Model
+from arbor.llm.usage import UsageSink
+
+__all__ = ["build_client", "connect_redis"]
+
+
+def connect_redis(url: str) -> Redis:
+    """A pooled asyncio client for ``url``; nothing connects until the first command.
+
+    No read timeout: pub/sub subscribers wait for messages indefinitely by design."""
+    return Redis.from_url(url, socket_connect_timeout=5.0, health_check_interval=30)
+
+
+async def build_client(
+    settings: Settings,
+    *,
+    models: Mapping[str, Model] | None = None,
+    metrics: Metrics | None = None,
+    usage_sink: UsageSink | None = None,
+    clock: Clock | None = None,
+) -> LLMClient:
+    """An :class:`LLMClient` on the backends ``settings`` choose. Call inside the event
+    loop that will use it; ``await client.aclose()`` releases the Redis connections too."""
+    if not settings.redis_url:
+        return LLMClient(
+            settings, models=models, metrics=metrics, usage_sink=usage_sink, clock=clock
+        )
+    clock = clock or SystemClock()
+    redis = connect_redis(settings.redis_url)
+    llm = settings.llm
+    sync = RedisBreakerSync(redis, llm.breaker, clock)
+    cache = None
+    if llm.cache.enabled:
+        tier = RedisTier(redis, clock=clock)
+        cache = ResponseCache.from_settings(llm.cache, settings.home, clock=clock, remote=tier)
+    client = LLMClient(
+        settings,
+        models=models,
+        metrics=metrics,
+        usage_sink=usage_sink,
+        clock=clock,
+        cache=cache,
+        limiter=RedisRateLimiter(redis, clock),
+        breakers=sync.registry,
+    )
+    sync.forward = client._breaker_changed  # metrics and log, as for a client-built registry
+    client.on_close(redis.aclose)  # runs last
+    client.on_close(sync.aclose)
+    await sync.start()
+    return client
