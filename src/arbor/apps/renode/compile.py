@@ -28,15 +28,13 @@ class McsNotFoundError(RenodeError):
 
 @dataclass(frozen=True)
 class CompileResult:
-    """Errors (``line:col: CSxxxx: message``) of one model; ``ran`` is False only when mcs
-    could not run at all."""
+    """Errors (``line:col: CSxxxx: message``) mcs reported for one model."""
 
     errors: tuple[str, ...]
-    ran: bool = True
 
     @property
     def ok(self) -> bool:
-        return self.ran and not self.errors
+        return not self.errors
 
 
 def find_mcs() -> str | None:

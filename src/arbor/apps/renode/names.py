@@ -65,9 +65,9 @@ def class_name(regmap: RegisterMap) -> str:
 
 def irq_properties(regmap: RegisterMap) -> list[tuple[str, Interrupt]]:
     """GPIO property name per SVD interrupt: ``IRQ`` alone, else ``IRQ`` first then
-    ``<Interrupt>IRQ`` for the others (the first one is the default interrupt)."""
+    ``<Interrupt>_IRQ`` for the others (the first one is the default interrupt)."""
     scope = NameScope({"Size", "Registers", class_name(regmap)})
     out: list[tuple[str, Interrupt]] = []
     for i, irq in enumerate(regmap.interrupts):
-        out.append((scope.take("IRQ" if i == 0 else f"{irq.name}IRQ"), irq))
+        out.append((scope.take("IRQ" if i == 0 else f"{irq.name}_IRQ"), irq))
     return out

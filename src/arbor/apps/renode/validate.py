@@ -28,6 +28,7 @@ class ScorePart(BaseModel):
 
     score: float
     passed: bool
+    failures: int = 0
     detail: str = ""
     problems: tuple[str, ...] = ()
 
@@ -52,12 +53,14 @@ def validate_source(regmap: RegisterMap, source: str, compiled: CompileResult) -
     syntax_part = ScorePart(
         score=1.0 if syntax.ok else 0.0,
         passed=syntax.ok,
+        failures=len(syntax.errors),
         detail=f"{len(syntax.errors)} syntax error(s)",
         problems=tuple(f"{line}:{col}: {what}" for line, col, what in syntax.errors[:20]),
     )
     compile_part = ScorePart(
         score=1.0 if compiled.ok else 0.0,
         passed=compiled.ok,
+        failures=len(compiled.errors),
         detail=f"{len(compiled.errors)} compile error(s)",
         problems=compiled.errors[:20],
     )
@@ -66,6 +69,7 @@ def validate_source(regmap: RegisterMap, source: str, compiled: CompileResult) -
     accuracy_part = ScorePart(
         score=acc.score,
         passed=acc.matched == acc.total,
+        failures=acc.total - acc.matched,
         detail=f"{acc.matched}/{acc.total} registers and fields match",
         problems=acc.mismatches,
     )
@@ -73,6 +77,7 @@ def validate_source(regmap: RegisterMap, source: str, compiled: CompileResult) -
     conventions_part = ScorePart(
         score=conv.score,
         passed=not conv.failed,
+        failures=len(conv.failed),
         detail=f"{len(conv.passed)}/{len(conv.passed) + len(conv.failed)} conventions hold",
         problems=conv.failed,
     )

@@ -11,6 +11,7 @@ from arbor.service.cli.chat import chat
 from arbor.service.cli.doctor import doctor
 from arbor.service.cli.keys import keys_app
 from arbor.service.cli.mock import mock_upstream
+from arbor.service.cli.renode import renode_app
 from arbor.service.cli.run import run
 from arbor.service.cli.runs import runs_app
 from arbor.service.cli.serve import serve
@@ -33,6 +34,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(agents_app, name="agents")
 app.add_typer(keys_app, name="keys")
+app.add_typer(renode_app, name="renode")
 app.command("serve")(serve)
 
 
