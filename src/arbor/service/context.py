@@ -2,9 +2,12 @@
 
 :func:`open_context` opens the database (migrated to head), an :class:`LLMClient` whose usage
 lands in that database, the key repository (storing the ``ARBOR_ADMIN_KEY`` bootstrap key),
-the durable checkpoint store and the metrics registry. Two apps with two contexts can live in
-one process (tests do that). :meth:`ServiceContext.aclose` stops runs first (they stay
-resumable), then flushes usage, then closes the database.
+the durable checkpoint store and the metrics registry. With ``ARBOR_REDIS_URL`` set, the
+client's limits, breakers and cache are shared through Redis and run events fan out to the
+other replicas' watchers (:class:`~arbor.agents.workflow._redis_hub.RedisEventHub`).
+Two apps with two contexts can live in one process (tests do that).
+:meth:`ServiceContext.aclose` stops runs first (they stay resumable), then flushes usage,
+then closes the database.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from arbor.agents.workflow._redis_hub import RedisEventHub
+from arbor.agents.workflow.events import EventHub
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.core.config import Settings
 from arbor.core.errors import ConfigError
@@ -21,6 +26,7 @@ from arbor.core.logging import Redactor
 from arbor.core.metrics import Metrics
 from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
+from arbor.llm.redis_backends import build_client, connect_redis
 from arbor.llm.usage import StoreUsageSink
 from arbor.service.auth import Authenticator
 from arbor.service.http_metrics import HTTPMetrics
@@ -84,9 +90,10 @@ async def open_context(
         await migrate(db)
         metrics = Metrics()
         usage = UsageRepository(db)
-        client = LLMClient(
+        client = await build_client(
             settings, models=models, metrics=metrics, usage_sink=StoreUsageSink(usage)
         )
+        hub = await _event_hub(settings, client)
         keys = KeyRepository(db)
         secrets = _secrets(settings)
         if settings.admin_key is not None:
@@ -105,7 +112,7 @@ async def open_context(
             await client.aclose()
         await db.dispose()
         raise
-    checkpoints = SQLCheckpointStore(db)  # one store (one event hub) for runs and handlers
+    checkpoints = SQLCheckpointStore(db, hub=hub)  # one store (one hub) for runs and handlers
     return ServiceContext(
         settings=settings,
         db=db,
@@ -119,6 +126,18 @@ async def open_context(
         redactor=Redactor(secrets),
         runs=RunManager(checkpoints, client, workflows=workflows),
     )
+
+
+async def _event_hub(settings: Settings, client: LLMClient) -> EventHub:
+    """In-process, or fanned out through Redis; closed with the client (after the runs)."""
+    if not settings.redis_url:
+        return EventHub()
+    redis = connect_redis(settings.redis_url)
+    hub = RedisEventHub(redis)
+    client.on_close(redis.aclose)
+    client.on_close(hub.aclose)  # runs first
+    await hub.start()
+    return hub
 
 
 def _secrets(settings: Settings) -> list[str]:
