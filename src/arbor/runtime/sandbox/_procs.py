@@ -1,5 +1,6 @@
 """The processes of one run, found through ``/proc``: by the run's own uid when isolated
-(a child that calls ``setsid`` still has it), by process group otherwise."""
+(a child that calls ``setsid`` still has it), by process group otherwise. Zombies are left
+out: they are dead and hold no resources beyond a pid until their parent or init reaps them."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class RunProcesses:
                 continue
             # Fields after the parenthesised command name, which may itself hold spaces.
             fields = stat[stat.rfind(")") + 2 :].split()
+            if fields[0] in ("Z", "X"):  # dead, only waiting to be reaped
+                continue
             pgrp = int(fields[2])
             if (self.uid is not None and owner == self.uid) or pgrp == self.pgid:
                 found.append((int(name), fields))

@@ -33,6 +33,8 @@ class SandboxLimits(BaseModel):
     open_files: int = Field(default=256, ge=16)
     #: Bytes kept of each of stdout and stderr; the rest is drained and dropped.
     output_bytes: int = Field(default=256 * 1024, ge=1)
+    #: Scheduling niceness, so generated code yields the CPU to the service supervising it.
+    nice: int = Field(default=10, ge=0, le=19)
     #: Size of the run's private ``/tmp`` (a tmpfs discarded when the run ends).
     tmp_bytes: int = Field(default=64 * _MIB, ge=_MIB)
 

@@ -29,6 +29,8 @@ class SandboxResult(BaseModel):
     killed_by: KillReason | None = None
     #: False only when the configuration allowed an unisolated run and isolation was missing.
     isolated: bool
+    #: The unprivileged uid the run had (``None`` when unisolated); no process keeps it after.
+    uid: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -76,10 +76,11 @@ class Sandbox:
         if os.geteuid() != 0:
             return "OS isolation needs root (network/mount namespaces and a per-run uid)"
         spec: dict[str, object] = {"probe": True}
-        code, message = await self._launch_probe(spec)
+        code, message = await self._launch_helper(spec)
         return "" if code == 0 else (message or f"namespace probe exited {code}")
 
-    async def _launch_probe(self, spec: dict[str, object]) -> tuple[int, str]:
+    async def _launch_helper(self, spec: dict[str, object]) -> tuple[int, str]:
+        """Run the launcher in a helper mode (probe, kill) and return its exit and status."""
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -135,7 +136,7 @@ class Sandbox:
             "argv": list(argv), "cwd": str(workdir), "env": self._env(root, env),
             "workspace": str(root), "isolate": isolate, "uid": uid, "gid": gid,
             "hide": list(self.config.hide), "expose": list(self.config.expose),
-            "tmp_bytes": limits.tmp_bytes,
+            "tmp_bytes": limits.tmp_bytes, "nice": limits.nice,
             "limits": {
                 "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes,
                 "processes": limits.processes, "file_size_bytes": limits.file_size_bytes,
@@ -195,7 +196,7 @@ class Sandbox:
             argv=argv, exit_code=code, stdout=out.decode(errors="replace"),
             stderr=err.decode(errors="replace"), stdout_truncated=out_cut,
             stderr_truncated=err_cut, wall_seconds=time.monotonic() - started,
-            cpu_seconds=cpu, killed_by=killed_by, isolated=uid is not None,
+            cpu_seconds=cpu, killed_by=killed_by, isolated=uid is not None, uid=uid,
         )
 
     async def _watch(
@@ -218,7 +219,10 @@ class Sandbox:
 
     async def _kill_all(self, procs: RunProcesses) -> None:
         """Kill until no process of the run is left (a fork bomb races the first sweep)."""
-        for _ in range(50):
-            if await asyncio.to_thread(procs.kill) == 0:
-                return
-            await asyncio.sleep(0.01)
+        if await asyncio.to_thread(procs.kill) == 0:
+            return
+        if procs.uid is not None:
+            await self._launch_helper({"kill_uid": procs.uid})
+        deadline = time.monotonic() + 5.0
+        while await asyncio.to_thread(procs.kill) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)

@@ -1,0 +1,255 @@
+"""Containment of arbor.runtime.sandbox.sandbox, each with a number: CPU and fork bombs
+stopped within the CPU limit + 2 s, a 2 GB allocation refused, no connection reaching a
+loopback canary, no secret in the environment, no write outside the workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from arbor.runtime.sandbox import (
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+    SandboxLimits,
+)
+
+PY = sys.executable
+pytestmark = pytest.mark.usefixtures("isolation")
+
+
+def sandbox(**limits: float) -> Sandbox:
+    return Sandbox(SandboxConfig(limits=SandboxLimits(**limits)))  # type: ignore[arg-type]
+
+
+def processes_of(uid: int) -> list[int]:
+    """Live (not zombie) processes of ``uid``."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                if os.stat(f"/proc/{name}").st_uid == uid and state not in "ZX":
+                    pids.append(int(name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return pids
+
+
+def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``roots`` (not following links) with its size and mtime."""
+    seen: dict[str, tuple[int, int]] = {}
+    for root in roots:
+        for base, dirs, files in os.walk(root):
+            for name in dirs + files:
+                st = os.lstat(os.path.join(base, name))
+                seen[os.path.join(base, name)] = (st.st_size, st.st_mtime_ns)
+    return seen
+
+
+async def test_runs_isolated_as_an_unprivileged_uid(tmp_path: Path) -> None:
+    result = await sandbox().run([PY, "-c", "import os; print(os.getuid(), os.getcwd())"], tmp_path)
+    assert result.ok and result.isolated
+    uid, cwd = result.stdout.split()
+    assert int(uid) == result.uid and result.uid is not None and result.uid >= 1000
+    assert cwd == str(tmp_path.resolve())
+
+
+async def test_an_infinite_loop_is_killed_within_the_cpu_limit_plus_2s(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = await sandbox(cpu_seconds=2, wall_seconds=30).run(
+        [PY, "-c", "while True: pass"], tmp_path
+    )
+    elapsed = time.monotonic() - started
+    assert result.killed_by == "cpu"
+    assert result.exit_code < 0
+    assert elapsed < 2 + 2, elapsed
+
+
+async def test_a_fork_bomb_is_killed_within_the_cpu_limit_plus_2s(tmp_path: Path) -> None:
+    bomb = (
+        "import os\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.fork()\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    started = time.monotonic()
+    result = await sandbox(cpu_seconds=2, wall_seconds=30, processes=32).run(
+        [PY, "-c", bomb], tmp_path
+    )
+    elapsed = time.monotonic() - started
+    assert result.killed_by == "cpu"
+    assert elapsed < 2 + 2, elapsed
+    assert result.uid is not None
+    assert processes_of(result.uid) == []
+
+
+async def test_the_wall_clock_kills_the_whole_run_including_detached_children(
+    tmp_path: Path,
+) -> None:
+    script = "import os,time\nif os.fork()==0:\n    os.setsid(); time.sleep(60)\ntime.sleep(60)\n"
+    started = time.monotonic()
+    result = await sandbox(wall_seconds=1).run([PY, "-c", script], tmp_path)
+    assert result.killed_by == "wall_time"
+    assert time.monotonic() - started < 3
+    assert result.uid is not None and processes_of(result.uid) == []
+
+
+async def test_a_2gb_allocation_fails_under_the_memory_limit(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "small = bytearray(64 * 1024**2)\n"  # well under the limit: works
+        "try:\n"
+        "    big = bytearray(2 * 1024**3)\n"
+        "except MemoryError:\n"
+        "    print('MemoryError'); sys.exit(3)\n"
+        "print('allocated')\n"
+    )
+    result = await sandbox(memory_bytes=512 * 1024**2).run([PY, "-c", script], tmp_path)
+    assert (result.exit_code, result.stdout.strip()) == (3, "MemoryError")
+
+
+async def test_no_connection_reaches_a_loopback_canary(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as canary:
+        canary.settimeout(0.5)
+        port = canary.getsockname()[1]
+        # Control: the canary does accept connections from outside the sandbox.
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            conn, _ = canary.accept()
+            conn.close()
+        script = (
+            "import socket\n"
+            f"for host in ('127.0.0.1', '10.0.0.1', '1.1.1.1'):\n"
+            "    try:\n"
+            f"        socket.create_connection((host, {port}), timeout=2).close()\n"
+            "        print(host, 'connected')\n"
+            "    except OSError as e:\n"
+            "        print(host, 'refused', e.errno)\n"
+        )
+        result = await sandbox().run([PY, "-c", script], tmp_path)
+        with pytest.raises(TimeoutError):
+            canary.accept()
+    assert result.exit_code == 0, result.stderr
+    assert "connected" not in result.stdout
+    assert result.stdout.count("refused") == 3
+
+
+async def test_the_environment_holds_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {
+        "ARBOR_OPENAI_API_KEY": "sk-arbor-secret-1",
+        "OPENAI_API_KEY": "sk-secret-2",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-3",
+        "SOME_NEW_TOKEN": "tok-secret-4",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    script = (
+        "import json, os, sys\n"
+        "try:\n"
+        f"    parent = open('/proc/{os.getpid()}/environ', 'rb').read().decode()\n"
+        "except OSError as e:\n"
+        "    parent = 'unreadable'\n"
+        "print(json.dumps({'env': dict(os.environ), 'parent': parent}))\n"
+    )
+    result = await sandbox().run([PY, "-c", script], tmp_path)
+    seen = json.loads(result.stdout)
+    assert set(seen["env"]) <= {"HOME", "LANG", "LC_ALL", "LC_CTYPE", "PATH", "TZ", "TMPDIR",
+                                "PYTHONDONTWRITEBYTECODE"}
+    assert seen["parent"] == "unreadable"
+    for value in secrets.values():
+        assert value not in result.stdout
+
+
+async def test_writes_outside_the_workspace_fail(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    outside = tmp_path / "outside"
+    workspace.mkdir()
+    outside.mkdir()
+    (outside / "keep.txt").write_text("unchanged")
+    host_tmp_name = f"/tmp/arbor-canary-{os.getpid()}"
+    targets = [
+        str(outside / "new.txt"), str(outside / "keep.txt"), "/etc/arbor-canary",
+        "/var/tmp/arbor-canary", "/root/arbor-canary", "/dev/shm/arbor-canary",
+        str(Path(sys.prefix) / "arbor-canary"),
+    ]
+    script = (
+        "import json, subprocess, sys\n"
+        "results = {}\n"
+        "for path in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        open(path, 'a').write('x'); results[path] = 'written'\n"
+        "    except OSError as e:\n"
+        "        results[path] = e.strerror\n"
+        "open('inside.txt', 'w').write('ok')\n"
+        f"open({host_tmp_name!r}, 'w').write('private tmp')\n"
+        "remount = subprocess.run(['mount', '-o', 'remount,rw', '/'], capture_output=True)\n"
+        "results['remount'] = remount.returncode\n"
+        "print(json.dumps(results))\n"
+    )
+    before = snapshot(outside, Path("/etc"), Path("/var/tmp"))
+    result = await sandbox().run([PY, "-c", script, json.dumps(targets)], workspace)
+    assert result.exit_code == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome.pop("remount") != 0
+    assert outcome == {p: outcome[p] for p in targets}
+    assert "written" not in outcome.values(), outcome
+    assert (workspace / "inside.txt").read_text() == "ok"
+    assert not Path(host_tmp_name).exists()  # its /tmp was private and is gone
+    assert snapshot(outside, Path("/etc"), Path("/var/tmp")) == before
+
+
+async def test_output_is_bounded_and_the_rest_drained(tmp_path: Path) -> None:
+    script = "import sys; sys.stdout.write('x' * 5_000_000); sys.stderr.write('e' * 10)"
+    result = await sandbox(output_bytes=1000).run([PY, "-c", script], tmp_path)
+    assert result.exit_code == 0
+    assert (len(result.stdout), result.stdout_truncated) == (1000, True)
+    assert (result.stderr, result.stderr_truncated) == ("e" * 10, False)
+
+
+async def test_file_size_and_open_file_limits(tmp_path: Path) -> None:
+    big = await sandbox(file_size_bytes=1024 * 1024).run(
+        ["sh", "-c", "exec head -c 3000000 /dev/zero > big.bin"], tmp_path
+    )
+    assert big.killed_by == "file_size"
+    assert (tmp_path / "big.bin").stat().st_size == 1024 * 1024
+    script = (
+        "files = []\n"
+        "try:\n"
+        "    for i in range(200): files.append(open('/dev/null'))\n"
+        "except OSError as e:\n"
+        "    print(len(files), e.errno)\n"
+    )
+    many = await sandbox(open_files=32).run([PY, "-c", script], tmp_path)
+    opened, errno = many.stdout.split()
+    assert int(opened) < 32 and int(errno) == 24  # EMFILE
+
+
+async def test_stdin_and_exit_code_pass_through(tmp_path: Path) -> None:
+    result = await sandbox().run(
+        [PY, "-c", "import sys; data = sys.stdin.read(); print(data[::-1]); sys.exit(7)"],
+        tmp_path, stdin=b"abc",
+    )
+    assert (result.exit_code, result.stdout, result.ok) == (7, "cba\n", False)
+
+
+async def test_bad_requests_are_clear_errors(tmp_path: Path) -> None:
+    box = sandbox()
+    with pytest.raises(SandboxError, match="cannot execute 'no-such-binary'"):
+        await box.run(["no-such-binary"], tmp_path)
+    with pytest.raises(SandboxError, match="not a directory inside the workspace"):
+        await box.run([PY, "-c", "pass"], tmp_path, cwd="../")
+    with pytest.raises(SandboxError, match="is not a directory"):
+        await box.run([PY, "-c", "pass"], tmp_path / "missing")
+    with pytest.raises(SandboxError, match="argv is empty"):
+        await box.run([], tmp_path)
