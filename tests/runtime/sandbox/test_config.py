@@ -19,7 +19,7 @@ async def test_fails_closed_without_isolation_unless_allowed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(SandboxUnavailableError, match="refusing to run unisolated: .*root"):
+    with pytest.raises(SandboxUnavailableError, match=r"refusing to run unisolated: .*root"):
         await Sandbox().run([PY, "-c", "print('ran')"], tmp_path)
     assert not (tmp_path / "ran").exists()
     allowed = Sandbox(SandboxConfig(allow_unisolated=True, limits=SandboxLimits(cpu_seconds=2)))

@@ -43,6 +43,10 @@ def processes_of(uid: int) -> list[int]:
     return pids
 
 
+def resolved(path: Path) -> Path:
+    return path.resolve()
+
+
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
     """Every entry under ``roots`` (not following links) with its size and mtime."""
     seen: dict[str, tuple[int, int]] = {}
@@ -59,7 +63,7 @@ async def test_runs_isolated_as_an_unprivileged_uid(tmp_path: Path) -> None:
     assert result.ok and result.isolated
     uid, cwd = result.stdout.split()
     assert int(uid) == result.uid and result.uid is not None and result.uid >= 1000
-    assert cwd == str(tmp_path.resolve())
+    assert cwd == str(resolved(tmp_path))
 
 
 async def test_an_infinite_loop_is_killed_within_the_cpu_limit_plus_2s(tmp_path: Path) -> None:
@@ -205,7 +209,7 @@ async def test_writes_outside_the_workspace_fail(tmp_path: Path) -> None:
     assert outcome == {p: outcome[p] for p in targets}
     assert "written" not in outcome.values(), outcome
     assert (workspace / "inside.txt").read_text() == "ok"
-    assert not Path(host_tmp_name).exists()  # its /tmp was private and is gone
+    assert not resolved(Path(host_tmp_name)).exists()  # its /tmp was private and is gone
     assert snapshot(outside, Path("/etc"), Path("/var/tmp")) == before
 
 

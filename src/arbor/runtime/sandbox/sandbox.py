@@ -223,6 +223,7 @@ class Sandbox:
             return
         if procs.uid is not None:
             await self._launch_helper({"kill_uid": procs.uid})
-        deadline = time.monotonic() + 5.0
-        while await asyncio.to_thread(procs.kill) and time.monotonic() < deadline:
+        for _ in range(250):  # at most ~5 s
+            if await asyncio.to_thread(procs.kill) == 0:
+                return
             await asyncio.sleep(0.02)
