@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -303,11 +304,14 @@ def check_arbor_argv(argv: list[str]) -> None:
     """``argv`` parses as a real ``arbor`` command line (options and values validated)."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert argv[0] in scripts, f"{argv[0]!r} is not a console script of the project"
-    group = get_command(cli_app)
-    context = group.make_context(argv[0], [argv[1]])
-    command = group.get_command(context, argv[1])  # type: ignore[attr-defined]
-    assert command is not None, f"`arbor {argv[1]}` is not a command"
-    command.make_context(argv[1], list(argv[2:]), parent=context)  # a bad option raises
+    command: Any = get_command(cli_app)
+    name, args, parent = argv[0], list(argv[1:]), None
+    while hasattr(command, "list_commands"):  # a group: descend to the sub-command named next
+        context = command.make_context(name, args[:1], parent=parent)
+        sub = command.get_command(context, args[0])
+        assert sub is not None, f"`{name} {args[0]}` is not a command"
+        name, args, parent, command = args[0], args[1:], context, sub
+    command.make_context(name, args, parent=parent)  # a bad option or value raises
 
 
 def test_entrypoints_are_real_arbor_commands() -> None:
@@ -319,10 +323,17 @@ def test_entrypoints_are_real_arbor_commands() -> None:
     check_arbor_argv(entrypoint + compose()["services"]["arbor"]["command"])
     (container,) = dict(pod_specs())["arbor-server"]["containers"]
     check_arbor_argv(entrypoint + container["args"])
+    readme = (DEPLOY / "README.md").read_text()
+    in_readme = re.findall(r"exec arbor (arbor [^#\n]+)", readme)
+    assert in_readme
+    for line in in_readme:
+        check_arbor_argv(shlex.split(line))
     with pytest.raises(Exception, match="No such option"):
         check_arbor_argv(["arbor", "serve", "--no-such-option"])
     with pytest.raises(AssertionError, match="not a command"):
         check_arbor_argv(["arbor", "worker"])
+    with pytest.raises(Exception, match="No such option"):
+        check_arbor_argv(["arbor", "keys", "create", "--scopes", "admin"])
 
 
 def test_dockerfile_builds_in_stages_and_runs_unprivileged() -> None:
