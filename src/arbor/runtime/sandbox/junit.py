@@ -120,12 +120,22 @@ async def run_pytest(
     args: Sequence[str] = (),
     *,
     python: str = sys.executable,
+    plugins: Sequence[str] = (),
+    autoload_plugins: bool = False,
 ) -> TestReport:
-    """Run pytest on the workspace inside ``sandbox`` and parse its JUnit report."""
+    """Run pytest on the workspace inside ``sandbox`` and parse its JUnit report.
+
+    Plugin autoloading is off by default: the interpreter's installed plugins belong to
+    the host, not the generated project, and loading them all can take seconds per run.
+    Name the ones the project needs in ``plugins`` (``-p`` names, e.g. ``pytest_asyncio``).
+    """
     name = f".arbor-junit-{secrets.token_hex(8)}.xml"
     argv = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={name}",
-            "-o", "junit_family=xunit2", *args]
-    run = await sandbox.run(argv, workspace)
+            "-o", "junit_family=xunit2"]
+    for plugin in plugins:
+        argv += ["-p", plugin]
+    env = {} if autoload_plugins else {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    run = await sandbox.run([*argv, *args], workspace, env=env)
     data = await asyncio.to_thread(_take_report, Path(workspace) / name)
     if data is None:
         reason = f"killed by the {run.killed_by} limit" if run.killed_by else (
