@@ -9,6 +9,7 @@ secret is committed.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
@@ -347,7 +348,53 @@ def test_dockerfile_builds_in_stages_and_runs_unprivileged() -> None:
     assert user.split(":")[0] not in ("0", "root")
 
 
+def test_dockerignore_keeps_what_the_image_copies() -> None:
+    instructions = dockerfile()
+    patterns = [
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
+    copied = [
+        src
+        for i, a in instructions
+        if i == "COPY" and not a.startswith("--from")
+        for src in a.split()[:-1]
+    ]
+    assert {"pyproject.toml", "uv.lock", "README.md", "src"} <= set(copied)
+    for src in copied:
+        assert (ROOT / src).exists(), src
+        assert not [p for p in patterns if fnmatch.fnmatch(src, p.removeprefix("**/"))], src
+    # The venv the builder fills is the one copied, and its bin/ is on PATH.
+    env = " ".join(a for i, a in instructions if i == "ENV")
+    venv = re.search(r"UV_PROJECT_ENVIRONMENT=(\S+)", env)
+    assert venv and f"PATH={venv[1]}/bin:" in env
+    assert f"--from=builder {venv[1]} {venv[1]}" in [a for i, a in instructions if i == "COPY"]
+
+
 # ---- compose and kustomize structure -----------------------------------------------------
+KINDS = {
+    "ConfigMap": "v1",
+    "Deployment": "apps/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+    "Namespace": "v1",
+    "PodDisruptionBudget": "policy/v1",
+    "Service": "v1",
+    "StatefulSet": "apps/v1",
+}
+
+
+def test_manifests_use_current_api_versions() -> None:
+    docs = k8s_docs()
+    assert len(docs) >= 12
+    for doc in docs:
+        assert KINDS.get(doc["kind"]) == doc["apiVersion"], doc["metadata"]["name"]
+        assert "namespace" not in doc["metadata"]  # kustomization.yaml sets it
+    (pdb,) = of_kind("PodDisruptionBudget").values()
+    server_labels = of_kind("Deployment")["arbor-server"]["spec"]["template"]["metadata"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= server_labels["labels"].items()
+
+
 def test_compose_dependencies_volumes_and_replicas() -> None:
     data = compose()
     services = data["services"]
