@@ -257,3 +257,38 @@ async def test_bad_requests_are_clear_errors(tmp_path: Path) -> None:
         await box.run([PY, "-c", "pass"], tmp_path / "missing")
     with pytest.raises(SandboxError, match="argv is empty"):
         await box.run([], tmp_path)
+
+
+async def test_host_processes_and_files_are_out_of_reach(tmp_path: Path) -> None:
+    script = (
+        "import os, json\n"
+        "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        "try:\n"
+        "    os.link('/etc/hostname', 'hostname-link'); linked = True\n"
+        "except OSError:\n"
+        "    linked = False\n"
+        "print(json.dumps({'pids': len(pids), 'root': os.listdir('/root'), 'linked': linked}))\n"
+    )
+    result = await sandbox().run([PY, "-c", script], tmp_path)
+    seen = json.loads(result.stdout)
+    assert seen["pids"] <= 2  # the run's own processes only; the host has many
+    assert len([p for p in os.listdir("/proc") if p.isdigit()]) > 10
+    assert set(seen["root"]) <= {".pyenv"}  # the home is hidden; only the interpreter shows
+    assert seen["linked"] is False  # no hard link to a host file across the mount
+
+
+async def test_unread_stdin_does_not_stall_the_wall_clock(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = await sandbox(wall_seconds=1).run(
+        [PY, "-c", "import time; time.sleep(60)"], tmp_path, stdin=b"x" * 10_000_000
+    )
+    assert result.killed_by == "wall_time"
+    assert time.monotonic() - started < 3
+
+
+async def test_the_workspace_is_given_back_to_the_caller(tmp_path: Path) -> None:
+    result = await sandbox().run([PY, "-c", "import os; os.mkdir('d'); open('d/f', 'w')"],
+                                 tmp_path)
+    assert result.exit_code == 0 and result.uid is not None
+    owners = {os.lstat(p).st_uid for p in (tmp_path, tmp_path / "d", tmp_path / "d" / "f")}
+    assert owners == {os.geteuid()}

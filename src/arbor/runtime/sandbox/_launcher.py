@@ -4,11 +4,12 @@ Run as a standalone script (``python -I -S _launcher.py SPEC_JSON``) so it start
 milliseconds and imports only the standard library. As root it enters a new network
 namespace (only its own loopback) and a private mount namespace where every host mount is
 read-only, the home directories are hidden behind empty tmpfs (the interpreter prefix is bound
-back read-only), ``/tmp`` is a fresh size-capped tmpfs and the workspace is the one writable
-bind mount. It then sets the rlimits and switches to a per-run uid with no capabilities and
-``no_new_privs``: a process that is still root could remount, ``setns`` back into the host's
-network or ignore ``RLIMIT_NPROC``. A setup failure is written to the status descriptor
-(close-on-exec, so it reads empty once the command runs) and exits 125: fail closed.
+back read-only), ``/tmp`` is a fresh size-capped tmpfs, ``/proc`` shows only the run's own
+processes and the workspace is the one writable bind mount. It then sets the rlimits and
+switches to a per-run uid with no capabilities and ``no_new_privs``: a process that is still
+root could remount, ``setns`` back into the host's network or ignore ``RLIMIT_NPROC``. A setup
+failure is written to the status descriptor (close-on-exec, so it reads empty once the command
+runs) and exits 125: fail closed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import struct
 import sys
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["chown_tree", "main"]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -114,11 +115,17 @@ def _loopback_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def _chown_tree(root: str, uid: int, gid: int) -> None:
+def chown_tree(root: str, uid: int, gid: int) -> None:
+    """Give the workspace to ``uid``; links are not followed and a file with other hard links
+    (possibly a host file) is left alone."""
     os.chown(root, uid, gid, follow_symlinks=False)
     for base, dirs, files in os.walk(root):
         for name in dirs + files:
-            os.chown(os.path.join(base, name), uid, gid, follow_symlinks=False)
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            if st.st_nlink > 1 and not os.path.isdir(path):
+                continue
+            os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def _isolate(spec: dict[str, Any]) -> None:
@@ -126,7 +133,7 @@ def _isolate(spec: dict[str, Any]) -> None:
     workspace: str = spec["workspace"]
     hidden: list[str] = [p for p in spec["hide"] if os.path.isdir(p)]
     exposed: list[str] = [p for p in spec["expose"] if _under(p, hidden) and os.path.isdir(p)]
-    _chown_tree(workspace, spec["uid"], spec["gid"])
+    chown_tree(workspace, spec["uid"], spec["gid"])
     host_mounts = _mount_points()
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare(CLONE_NEWNS|CLONE_NEWNET)")
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
@@ -146,6 +153,8 @@ def _isolate(spec: dict[str, Any]) -> None:
         os.close(fd)
     for path in [*hidden, *exposed]:
         _remount(libc, path, readonly=True)
+    # A fresh /proc where the run sees only its own uid's processes, not the host's.
+    _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
     _remount(libc, workspace, readonly=False)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from arbor.runtime.sandbox._launcher import chown_tree
 from arbor.runtime.sandbox._procs import RunProcesses
 from arbor.runtime.sandbox.config import SandboxConfig
 from arbor.runtime.sandbox.errors import SandboxError, SandboxUnavailableError
@@ -31,6 +32,7 @@ __all__ = ["Sandbox"]
 _LAUNCHER = str(Path(__file__).with_name("_launcher.py"))
 _SETUP_FAILED = 125
 _POLL_SECONDS = 0.1
+_DRAIN_SECONDS = 5.0
 
 
 async def _read_bounded(stream: asyncio.StreamReader | None, limit: int) -> tuple[bytes, bool]:
@@ -55,6 +57,17 @@ def _directories(workspace: Path | str, cwd: Path | str | None) -> tuple[Path, P
     if not workdir.is_relative_to(root) or not workdir.is_dir():
         raise SandboxError(f"cwd {str(cwd)!r} is not a directory inside the workspace")
     return root, workdir
+
+
+async def _feed(pipe: asyncio.StreamWriter | None, data: bytes | None) -> None:
+    """Write stdin beside the watchdog: a child that never reads must not stall it."""
+    if pipe is None:
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        if data:
+            pipe.write(data)
+            await pipe.drain()
+        pipe.close()
 
 
 class Sandbox:
@@ -166,24 +179,30 @@ class Sandbox:
             raise SandboxError(f"cannot start the sandbox launcher: {exc}") from exc
         os.close(write_fd)
         procs = RunProcesses(uid=uid, pgid=proc.pid)
+        feed = asyncio.ensure_future(_feed(proc.stdin, stdin))
+        readers = asyncio.gather(
+            _read_bounded(proc.stdout, limits.output_bytes),
+            _read_bounded(proc.stderr, limits.output_bytes),
+        )
         try:
-            if stdin is not None and proc.stdin is not None:
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    proc.stdin.write(stdin)
-                    await proc.stdin.drain()
-                proc.stdin.close()
-            out_task = asyncio.ensure_future(_read_bounded(proc.stdout, limits.output_bytes))
-            err_task = asyncio.ensure_future(_read_bounded(proc.stderr, limits.output_bytes))
             killed_by, cpu = await self._watch(proc, procs, started)
             await self._kill_all(procs)
-            (out, out_cut), (err, err_cut) = await asyncio.gather(out_task, err_task)
             code = await proc.wait()
+            # Only an escaped process (unisolated runs) could still hold the pipes open.
+            (out, out_cut), (err, err_cut) = await asyncio.wait_for(readers, _DRAIN_SECONDS)
             status = os.read(read_fd, 4096).decode(errors="replace")
+        except TimeoutError as exc:
+            raise SandboxError("a process that left the run still holds its output") from exc
         finally:
             os.close(read_fd)
+            feed.cancel()
+            readers.cancel()
             if proc.returncode is None:
                 await self._kill_all(procs)
                 await proc.wait()
+            if uid is not None:
+                await asyncio.to_thread(chown_tree, str(spec["workspace"]), os.geteuid(),
+                                        os.getegid())
         if code == _SETUP_FAILED and status:
             raise SandboxError(status)
         if killed_by is None and code in (-signal.SIGXCPU, -signal.SIGKILL) and (
