@@ -17,7 +17,11 @@ from redis.asyncio import Redis
 
 from arbor.core.clock import SystemClock
 from arbor.core.config import ModelLimits
-from arbor.llm._redis_limiter import RedisRateLimiter, RedisReservation
+from arbor.llm._redis_limiter import (
+    LimiterUnavailableError,
+    RedisRateLimiter,
+    RedisReservation,
+)
 from arbor.llm.ratelimit import TokenLimitError
 
 pytestmark = pytest.mark.redis
@@ -157,3 +161,44 @@ async def test_no_limits_never_touches_redis(prefix: str) -> None:
         assert r.tokens == 3
     finally:
         await redis.aclose()
+
+
+async def test_a_cancelled_waiter_takes_nothing(redis: Redis, prefix: str) -> None:
+    limiter = RedisRateLimiter(redis, SystemClock(), prefix=prefix, window=30.0)
+    limits = ModelLimits(rpm=1)
+    await limiter.acquire("m", limits, 1)
+    waiting = asyncio.create_task(limiter.acquire("m", limits, 1))
+    await asyncio.sleep(0.2)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await limiter.usage("m") == (1, 1)
+    # Cancelled right as the script runs: whatever it reserved is given back.
+    won = 0
+    for i in range(40):
+        racing = asyncio.create_task(limiter.acquire("free", ModelLimits(rpm=100), 5))
+        for _ in range(i % 4):
+            await asyncio.sleep(0)
+        racing.cancel()
+        try:
+            r = await racing
+        except asyncio.CancelledError:
+            continue
+        won += 1
+        await limiter.reconcile(r, 0)
+    # Only the admissions someone received remain, and they hold no tokens.
+    assert await limiter.usage("free") == (won, 0)
+
+
+async def test_redis_down_fails_acquire_clearly_and_never_reconcile(prefix: str) -> None:
+    down = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        limiter = RedisRateLimiter(down, SystemClock(), prefix=prefix)
+        with pytest.raises(LimiterUnavailableError, match="did not answer for 'm'"):
+            await limiter.acquire("m", ModelLimits(rpm=5), 1)
+        r = RedisReservation("m", 1, 0.0, "x", 0.0)
+        r.logged = True
+        await limiter.reconcile(r, 1)  # logged, not raised: the call already happened
+        await limiter.penalize("m", 1.0)
+    finally:
+        await down.aclose()

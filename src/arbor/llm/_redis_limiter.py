@@ -15,22 +15,32 @@ time of the last cut. All expire a window after their last use.
 
 Waiters in one process queue first-come first-served per key (one asyncio lock); the head
 asks Redis again when the script says how long to wait, or sooner (``poll_interval``) since
-another process's reconcile may free tokens early.
+another process's reconcile may free tokens early. A waiter cancelled while its script runs
+gives back whatever the script may have reserved. A Redis that cannot be reached fails the
+call with :class:`LimiterUnavailableError`: admitting without the shared log would break the
+limit for every process. (A failed reconcile or penalize is only logged: the call it
+follows already happened, and its entry ages out of the window anyway.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from arbor.core.clock import Clock
 from arbor.core.config import ModelLimits
+from arbor.core.errors import ArborError
 from arbor.llm.ratelimit import WINDOW, RateLimiter, Reservation, TokenLimitError
 
-__all__ = ["RedisRateLimiter", "RedisReservation"]
+__all__ = ["LimiterUnavailableError", "RedisRateLimiter", "RedisReservation"]
+
+log = structlog.get_logger("arbor.llm.ratelimit")
 
 _US = 1_000_000
 
@@ -103,6 +113,16 @@ end
 return 1
 """
 
+# KEYS: log, tok, meta. ARGV: member. Undoes an admission nobody received.
+_RELEASE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  local tok = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'sum', -tok)
+end
+return 1
+"""
+
 # KEYS: meta. ARGV: hold µs (0 none), max hold µs, decrease, floor, cut interval µs, ttl ms.
 _PENALIZE = """
 local t = redis.call('TIME')
@@ -122,6 +142,13 @@ end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
 return 1
 """
+
+
+class LimiterUnavailableError(ArborError):
+    """The shared rate limiter's Redis did not answer; the call was not made."""
+
+    kind = "limiter_unavailable"
+    retriable = True
 
 
 class RedisReservation(Reservation):
@@ -177,6 +204,7 @@ class RedisRateLimiter(RateLimiter):
         self._acquire = redis.register_script(_ACQUIRE)
         self._reconcile = redis.register_script(_RECONCILE)
         self._penalize = redis.register_script(_PENALIZE)
+        self._release = redis.register_script(_RELEASE)
         self._queues: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     def _keys(self, key: str) -> tuple[str, str, str]:
@@ -223,7 +251,14 @@ class RedisRateLimiter(RateLimiter):
         ]
         keys = list(self._keys(key))
         while True:
-            ok, value = await self._acquire(keys=keys, args=args)
+            try:
+                ok, value = await self._acquire(keys=keys, args=args)
+            except asyncio.CancelledError:
+                with contextlib.suppress(RedisError, OSError):
+                    await asyncio.shield(self._release(keys=keys, args=[member]))
+                raise
+            except (RedisError, OSError) as exc:
+                raise _unavailable(key, exc) from exc
             if int(ok) == 1:
                 r = RedisReservation(
                     key, tokens, self._clock.monotonic(), member, int(value) / _US
@@ -242,7 +277,12 @@ class RedisRateLimiter(RateLimiter):
         if not isinstance(reservation, RedisReservation) or not reservation.logged:
             return
         _, tok, meta = self._keys(reservation.key)
-        await self._reconcile(keys=[tok, meta], args=[reservation.member, actual, self._increase])
+        try:
+            await self._reconcile(
+                keys=[tok, meta], args=[reservation.member, actual, self._increase]
+            )
+        except (RedisError, OSError) as exc:  # the call is done: its entry ages out instead
+            log.warning("llm.ratelimit.redis_reconcile_failed", key=reservation.key, error=str(exc))
 
     async def penalize(self, key: str, retry_after: float | None) -> None:
         hold = 0 if retry_after is None or retry_after <= 0.0 else math.ceil(retry_after * _US)
@@ -250,7 +290,10 @@ class RedisRateLimiter(RateLimiter):
         args: list[float] = [
             hold, self._max_hold_us, self._decrease, self._floor, self._cut_us, ttl_ms
         ]
-        await self._penalize(keys=[self._keys(key)[2]], args=args)
+        try:
+            await self._penalize(keys=[self._keys(key)[2]], args=args)
+        except (RedisError, OSError) as exc:  # never hide the 429 that brought us here
+            log.warning("llm.ratelimit.redis_penalize_failed", key=key, error=str(exc))
 
     # ---- introspection (tests, dashboards) ----------------------------------------------
     async def usage(self, key: str) -> tuple[int, int]:
@@ -265,3 +308,9 @@ class RedisRateLimiter(RateLimiter):
         """The AIMD share of the configured limits currently in force for ``key``."""
         value = await self._redis.hget(self._keys(key)[2], "factor")
         return 1.0 if value is None else float(value)
+
+
+def _unavailable(key: str, exc: BaseException) -> LimiterUnavailableError:
+    return LimiterUnavailableError(
+        f"the shared rate limiter (Redis) did not answer for {key!r}: {type(exc).__name__}: {exc}"
+    )
