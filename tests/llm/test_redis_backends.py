@@ -14,7 +14,7 @@ from arbor.core.config import Settings
 from arbor.core.errors import ProviderHTTPError
 from arbor.llm._redis_limiter import RedisRateLimiter
 from arbor.llm.breaker import BreakerRegistry
-from arbor.llm.ratelimit import InMemoryRateLimiter
+from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter
 from arbor.llm.redis_backends import build_client
 from arbor.llm.setup import open_client
 from arbor.testing import FunctionModel
@@ -124,3 +124,23 @@ async def test_a_breaker_opened_by_one_client_is_open_in_the_other(
     # Closed clients leave no task behind.
     await asyncio.sleep(0)
     assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()
+
+
+@pytest.mark.parametrize("shared", [False, pytest.param(True, marks=pytest.mark.redis)])
+async def test_wrap_limiter_layers_over_the_chosen_limiter(
+    shared: bool, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("redis_server_url") if shared else None
+    wrapped: list[RateLimiter] = []
+
+    def wrap(inner: RateLimiter) -> RateLimiter:
+        wrapped.append(inner)
+        return inner
+
+    client = await build_client(Settings(home=tmp_path, redis_url=url), wrap_limiter=wrap)
+    try:
+        kind = RedisRateLimiter if shared else InMemoryRateLimiter
+        assert len(wrapped) == 1 and isinstance(wrapped[0], kind)
+        assert client.limiter is wrapped[0]
+    finally:
+        await client.aclose()

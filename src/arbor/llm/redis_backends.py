@@ -11,7 +11,7 @@ parts as before. :func:`build_client` is the one place callers go through.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from redis.asyncio import Redis
 
@@ -24,6 +24,7 @@ from arbor.llm._redis_limiter import RedisRateLimiter
 from arbor.llm.cache import ResponseCache
 from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
+from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter
 from arbor.llm.usage import UsageSink
 
 __all__ = ["build_client", "connect_redis"]
@@ -43,14 +44,24 @@ async def build_client(
     metrics: Metrics | None = None,
     usage_sink: UsageSink | None = None,
     clock: Clock | None = None,
+    wrap_limiter: Callable[[RateLimiter], RateLimiter] | None = None,
 ) -> LLMClient:
     """An :class:`LLMClient` on the backends ``settings`` choose. Call inside the event
-    loop that will use it; ``await client.aclose()`` releases the Redis connections too."""
+    loop that will use it; ``await client.aclose()`` releases the Redis connections too.
+
+    ``wrap_limiter`` layers a limiter over the chosen one (in-process or Redis), e.g. the
+    batch engine's pacing, so batches on many workers share one set of limits."""
+    clock = clock or SystemClock()
+    wrap = wrap_limiter or (lambda inner: inner)
     if not settings.redis_url:
         return LLMClient(
-            settings, models=models, metrics=metrics, usage_sink=usage_sink, clock=clock
+            settings,
+            models=models,
+            metrics=metrics,
+            usage_sink=usage_sink,
+            clock=clock,
+            limiter=wrap(InMemoryRateLimiter(clock)),
         )
-    clock = clock or SystemClock()
     redis = connect_redis(settings.redis_url)
     llm = settings.llm
     sync = RedisBreakerSync(redis, llm.breaker, clock)
@@ -65,7 +76,7 @@ async def build_client(
         usage_sink=usage_sink,
         clock=clock,
         cache=cache,
-        limiter=RedisRateLimiter(redis, clock),
+        limiter=wrap(RedisRateLimiter(redis, clock)),
         breakers=sync.registry,
     )
     sync.forward = client._breaker_changed  # metrics and log, as for a client-built registry
