@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the services the test suite needs: PostgreSQL 15 and Redis, both on loopback, and
-# Debian's Chromium for the dashboard's browser tests.
+# Debian's Chromium for the dashboard's browser tests and Mono's mcs for the Renode models.
 #
 # Idempotent. As root on Debian 12 it installs the packages when missing (running
 # `apt-get update` first only when an install is needed), starts both servers, creates the
@@ -42,6 +42,9 @@ missing_packages() {
     if ! chromium_bin >/dev/null; then
         missing+=("chromium")
     fi
+    if ! mcs_bin >/dev/null; then
+        missing+=("mono-mcs")
+    fi
     printf '%s\n' "${missing[@]}"
 }
 
@@ -60,6 +63,9 @@ install_packages() {
 
 # Debian's Chromium (Playwright drives it headless; no browser download).
 chromium_bin() { command -v chromium || command -v chromium-browser; }
+
+# Mono's C# compiler: the Renode generator's compile validator.
+mcs_bin() { command -v mcs; }
 
 # ---- PostgreSQL ----------------------------------------------------------------------
 pg_port() {
@@ -167,6 +173,7 @@ main() {
         "$PG_USER" "$PG_PASSWORD" "$(pg_port)" "$PG_DATABASE"
     printf 'export ARBOR_TEST_REDIS_URL=redis://%s:%s/0\n' "$REDIS_HOST" "$REDIS_PORT"
     printf 'export ARBOR_TEST_CHROMIUM=%s\n' "$(chromium_bin)"
+    printf 'export ARBOR_TEST_MCS=%s\n' "$(mcs_bin)"
 }
 
 main "$@"

@@ -19,6 +19,7 @@ from arbor.apps.renode.regmap import RenodeError
 __all__ = ["CompileResult", "McsNotFoundError", "compile_models", "find_mcs", "stubs_source"]
 
 _DIAGNOSTIC = re.compile(r"^(?P<file>[^(\s]+)\((?P<line>\d+),(?P<col>\d+)\): error (?P<msg>.*)$")
+_UNPLACED_ERROR = re.compile(r"\berror CS\d+|^error\b", re.IGNORECASE)
 _TIMEOUT_SECONDS = 300
 
 
@@ -82,7 +83,7 @@ def compile_models(sources: dict[str, str]) -> dict[str, CompileResult]:
             continue
         if m and m["file"] in per_file:
             per_file[m["file"]].append(f"{m['line']}:{m['col']}: {m['msg']}")
-        elif m or "error" in line.lower():
+        elif m or _UNPLACED_ERROR.search(line):  # not notes like "(Location of the symbol...)"
             unplaced.append(line.strip())
     if proc.returncode != 0 and not unplaced and not any(per_file.values()):
         unplaced.append(f"mcs exited with {proc.returncode}")
