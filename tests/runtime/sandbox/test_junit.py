@@ -17,6 +17,8 @@ from arbor.runtime.sandbox import (
     run_pytest,
 )
 
+pytestmark = pytest.mark.xdist_group("sandbox")
+
 XML = b"""<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="4" time="0.1">
 <testcase classname="tests.test_calc" name="test_ok" time="0.001"/>

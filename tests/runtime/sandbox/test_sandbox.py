@@ -21,7 +21,8 @@ from arbor.runtime.sandbox import (
 )
 
 PY = sys.executable
-pytestmark = pytest.mark.usefixtures("isolation")
+# One xdist worker runs these one after another, so CPU-bound runs do not compete.
+pytestmark = [pytest.mark.usefixtures("isolation"), pytest.mark.xdist_group("sandbox")]
 
 
 def sandbox(**limits: float) -> Sandbox:
@@ -68,11 +69,12 @@ async def test_runs_isolated_as_an_unprivileged_uid(tmp_path: Path) -> None:
 
 async def test_an_infinite_loop_is_killed_within_the_cpu_limit_plus_2s(tmp_path: Path) -> None:
     started = time.monotonic()
-    result = await sandbox(cpu_seconds=2, wall_seconds=30).run(
+    result = await sandbox(cpu_seconds=2, wall_seconds=30, nice=0).run(
         [PY, "-c", "while True: pass"], tmp_path
     )
     elapsed = time.monotonic() - started
     assert result.killed_by == "cpu"
+    assert 1.5 <= result.cpu_seconds <= 2.5
     assert result.exit_code < 0
     assert elapsed < 2 + 2, elapsed
 
@@ -87,7 +89,7 @@ async def test_a_fork_bomb_is_killed_within_the_cpu_limit_plus_2s(tmp_path: Path
         "        pass\n"
     )
     started = time.monotonic()
-    result = await sandbox(cpu_seconds=2, wall_seconds=30, processes=32).run(
+    result = await sandbox(cpu_seconds=2, wall_seconds=30, processes=32, nice=0).run(
         [PY, "-c", bomb], tmp_path
     )
     elapsed = time.monotonic() - started
