@@ -143,7 +143,8 @@ def evaluate(svd: Path, peripherals: list[str] | None = None) -> SvdEvaluation:
     t0 = time.perf_counter()
     compiled = compile_models({m.file_name: m.source for _, m, _ in built})
     compile_seconds = time.perf_counter() - t0
-    share = compile_seconds / max(1, len(built))
+    # Each peripheral's time includes its share of the one SVD parse and the one mcs run.
+    share = (parse_seconds + compile_seconds) / max(1, len(built))
     results: list[PeripheralResult] = []
     for regmap, model, emit_seconds in built:
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from arbor.service.cli._common import EXIT_ERROR, EXIT_USAGE, fail
 
@@ -187,11 +187,12 @@ def evaluate(
         fail("give either --all or --peripheral NAME", EXIT_USAGE)
     evals = [_guard(run_evaluate, path, None if all_peripherals else peripheral) for path in svd]
     doc = _results_json(evals)
-    table = Table("svd", "peripherals", "passed", "min accuracy", "syntax errors",
-                  "compile errors", "s/peripheral", title="Renode deterministic path")
+    table = Table(Column("device", no_wrap=True), "periph.", "passed", "min acc.", "syntax",
+                  "compile", "s/periph.",
+                  title="Renode deterministic path (syntax, compile: error counts)")
     for e, row in zip(evals, doc["svds"], strict=True):
         table.add_row(
-            e.svd, str(len(e.peripherals)), str(e.passed),
+            e.device, str(len(e.peripherals)), str(e.passed),
             f"{min((p.accuracy for p in e.peripherals), default=1.0):.3f}",
             str(sum(p.syntax_errors for p in e.peripherals)),
             str(sum(p.compile_errors for p in e.peripherals)),
