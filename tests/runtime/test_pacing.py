@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -59,3 +60,34 @@ async def test_waiters_that_took_a_slot_before_a_429_queue_again() -> None:
     paced._next["m"] = clock.monotonic() + 5.0
     await waiter
     assert clock.monotonic() >= 1000.0 + 5.0
+
+
+class _StallingClock(FakeClock):
+    """The first sleep overshoots by 0.3 s, as when the event loop was busy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = False
+
+    async def sleep(self, seconds: float) -> None:
+        if not self.stalled and seconds > 0:
+            self.stalled = True
+            seconds += 0.3
+        await super().sleep(seconds)
+
+
+async def test_a_stall_shifts_the_schedule_instead_of_releasing_a_burst() -> None:
+    clock = _StallingClock()
+    paced = PacedRateLimiter(InMemoryRateLimiter(clock), clock, margin=0.0)
+    limits = ModelLimits(rpm=600)  # one every 0.1 s
+    start = clock.monotonic()
+    admitted: list[float] = []
+
+    async def one() -> None:
+        await paced.acquire("m", limits, 1)
+        admitted.append(clock.monotonic() - start)
+
+    await asyncio.gather(*(one() for _ in range(4)))
+    gaps = [b - a for a, b in itertools.pairwise(admitted)]
+    assert admitted[1] >= 0.4 - 1e-9  # the stalled waiter woke late
+    assert all(g >= 0.1 - 0.005 - 1e-9 for g in gaps)  # and nobody caught up behind it

@@ -12,17 +12,23 @@ for everything else (the 60 s log, tokens per minute, the hold after a 429).
 ``factor`` is the wrapped limiter's AIMD share for the key (cut on each 429, grown back on
 successes), so pacing slows down and recovers with it; ``margin`` keeps a few percent of
 headroom so request arrival jitter never puts ``rpm/60 + 1`` requests in one upstream
-second. Every attempt, retries included, passes here, because the LLM layer's attempt loop
-re-enters the limiter on each one.
+second. Slots are taken one waiter at a time and a stall of the event loop shifts the
+schedule rather than releasing a burst. Every attempt, retries included, passes here,
+because the LLM layer's attempt loop re-enters the limiter on each one.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from arbor.core.clock import Clock
 from arbor.core.config import ModelLimits
 from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter, Reservation
 
 __all__ = ["PacedRateLimiter"]
+
+#: Seconds a slot may be taken late without shifting the schedule (timer overshoot).
+_ABSORB = 0.005
 
 
 class PacedRateLimiter(RateLimiter):
@@ -36,6 +42,7 @@ class PacedRateLimiter(RateLimiter):
         self._margin = margin
         self._next: dict[str, float] = {}
         self._generation: dict[str, int] = {}  # bumped by every penalize
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def interval(self, key: str, rpm: int) -> float:
         """Seconds between two admissions under ``key`` right now."""
@@ -60,11 +67,23 @@ class PacedRateLimiter(RateLimiter):
         return reservation
 
     async def _take_slot(self, key: str, rpm: int) -> None:
-        now = self._clock.monotonic()
-        slot = max(now, self._next.get(key, now))
-        self._next[key] = slot + self.interval(key, rpm)
-        if slot > now:
-            await self._clock.sleep(slot - now)
+        """Wait for the key's next slot, one waiter at a time (FIFO). A waiter woken late
+        (the loop was busy) moves the schedule with it instead of letting the ones behind
+        catch up in a burst; lateness under ``_ABSORB`` is absorbed so timer overshoot does
+        not slow the pace."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            now = self._clock.monotonic()
+            slot = max(now, self._next.get(key, now))
+            if slot > now:
+                await self._clock.sleep(slot - now)
+            woke = self._clock.monotonic()
+            interval = self.interval(key, rpm)
+            # max(): a 429 while this waiter slept may have pushed the schedule further.
+            ahead = max(slot, woke - _ABSORB) + interval
+            self._next[key] = max(self._next.get(key, ahead), ahead)
 
     async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         await self.inner.reconcile(reservation, actual_tokens)
