@@ -2,8 +2,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from arbor.apps.renode.emitter import emit_model, mode_expression
-from arbor.apps.renode.regmap import Access, FieldMode, Register, RegisterField, RegisterMap
+from arbor.apps.renode.regmap import (
+    Access,
+    FieldMode,
+    Register,
+    RegisterField,
+    RegisterMap,
+    RenodeError,
+)
 from arbor.apps.renode.svd import SvdDevice, load_device
 
 
@@ -64,3 +73,29 @@ def test_mode_expression() -> None:
     assert mode_expression((FieldMode.READ, FieldMode.WRITE_ONE_TO_CLEAR)) == (
         "FieldMode.Read | FieldMode.WriteOneToClear"
     )
+
+
+@pytest.mark.parametrize(
+    ("update", "reason"),
+    [
+        ({"width": 64}, r"P\.A0 \(64 bits at 0x0\) does not fit a DoubleWord register"),
+        ({"offset": 2}, r"P\.A0 \(32 bits at 0x2\) does not fit"),
+        ({"width": 8, "reset_value": 0}, None),
+    ],
+)
+def test_only_double_word_maps_are_emitted(update: dict[str, int], reason: str | None) -> None:
+    base = _one_register_map("P", ["A0"])
+    regmap = base.model_copy(update={"registers": (base.registers[0].model_copy(update=update),)})
+    if reason is None:
+        assert ".WithReservedBits(1, 7);" in emit_model(regmap).source  # an 8-bit register
+        return
+    with pytest.raises(RenodeError, match=reason):
+        emit_model(regmap)
+
+
+def test_a_field_overrunning_its_register_is_refused() -> None:
+    base = _one_register_map("P", ["A0"])
+    wide = base.registers[0].fields[0].model_copy(update={"bit_offset": 31, "bit_width": 2})
+    reg = base.registers[0].model_copy(update={"fields": (wide,)})
+    with pytest.raises(RenodeError, match="overruns its 32-bit register"):
+        emit_model(base.model_copy(update={"registers": (reg,)}))

@@ -52,6 +52,25 @@ def test_sample_peripherals_pass_every_validator(svd: str) -> None:
         assert p.registers > 0 and p.seconds > 0
 
 
+def test_a_map_the_skeleton_cannot_express_fails_alone(tmp_path: Path) -> None:
+    svd = tmp_path / "wide.svd"
+    svd.write_text(
+        "<device><name>D</name><width>32</width><size>32</size><peripherals>"
+        "<peripheral><name>WIDE</name><baseAddress>0x1000</baseAddress><registers>"
+        "<register><name>R</name><addressOffset>0</addressOffset><size>64</size></register>"
+        "</registers></peripheral>"
+        "<peripheral><name>OK</name><baseAddress>0x2000</baseAddress><registers>"
+        "<register><name>R</name><addressOffset>0</addressOffset></register>"
+        "</registers></peripheral></peripherals></device>"
+    )
+    result = evaluate(svd, ["wide", "ok"])
+    assert [p.peripheral for p in result.peripherals] == ["WIDE", "OK"]
+    wide, ok = result.peripherals
+    assert wide.confidence == 0.0 and wide.error is not None and "64 bits" in wide.error
+    assert ok.confidence == 1.0 and ok.error is None
+    assert result.passed == 1
+
+
 @pytest.mark.slow
 def test_eval_all_three_svds(tmp_path: Path) -> None:
     """The acceptance: every peripheral of the three SVDs, accuracy 1.0, no syntax or compile

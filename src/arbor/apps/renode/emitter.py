@@ -17,6 +17,7 @@ from arbor.apps.renode.regmap import (
     Register,
     RegisterField,
     RegisterMap,
+    RenodeError,
     field_modes,
 )
 
@@ -163,8 +164,26 @@ def _whole_register(reg: Register) -> RegisterField:
     )
 
 
+def _check_double_word(regmap: RegisterMap) -> None:
+    """The skeleton is a DoubleWord model: registers 32 bits wide at most, 4-byte aligned."""
+    for reg in regmap.registers:
+        if reg.width > 32 or reg.offset % 4:
+            raise RenodeError(
+                f"{regmap.peripheral}.{reg.name} ({reg.width} bits at {reg.offset:#x}) does not "
+                "fit a DoubleWord register (32 bits at most, 4-byte aligned)"
+            )
+        for f in reg.fields:
+            if f.bit_offset + f.bit_width > reg.width:
+                raise RenodeError(
+                    f"{regmap.peripheral}.{reg.name}.{f.name} (bits {f.bit_offset}+{f.bit_width}) "
+                    f"overruns its {reg.width}-bit register"
+                )
+
+
 def emit_model(regmap: RegisterMap) -> EmittedModel:
-    """The C# source of the model for ``regmap``."""
+    """The C# source of the model for ``regmap``; a RenodeError if it is not a DoubleWord
+    register map."""
+    _check_double_word(regmap)
     writer = _Writer(regmap)
     source = writer.write()
     return EmittedModel(type_name=writer.type_name, namespace=NAMESPACE, source=source)

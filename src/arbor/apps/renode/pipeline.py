@@ -45,6 +45,7 @@ class PeripheralResult(BaseModel):
     conventions: float
     confidence: float
     seconds: float
+    error: str | None = None
 
 
 class SvdEvaluation(BaseModel):
@@ -129,6 +130,15 @@ def generate(svd: Path, peripheral: str, out: Path) -> GenerationReport:
     return report
 
 
+def _refused(regmap: RegisterMap, error: str, seconds: float) -> PeripheralResult:
+    registers, fields = _counts(regmap)
+    return PeripheralResult(
+        peripheral=regmap.peripheral, type="", registers=registers, fields=fields,
+        interrupts=len(regmap.interrupts), syntax_errors=0, compile_errors=0, accuracy=0.0,
+        conventions=0.0, confidence=0.0, seconds=round(seconds, 4), error=error,
+    )
+
+
 def evaluate(svd: Path, peripherals: list[str] | None = None) -> SvdEvaluation:
     """The deterministic path over ``peripherals`` (all when None), one mcs run in total."""
     started = time.perf_counter()
@@ -136,10 +146,14 @@ def evaluate(svd: Path, peripherals: list[str] | None = None) -> SvdEvaluation:
     parse_seconds = time.perf_counter() - started
     names = device.peripheral_names if peripherals is None else peripherals
     built: list[tuple[RegisterMap, EmittedModel, float]] = []
+    refused: list[PeripheralResult] = []
     for name in names:
         t0 = time.perf_counter()
-        regmap = device.peripheral(name)
-        built.append((regmap, emit_model(regmap), time.perf_counter() - t0))
+        regmap = device.peripheral(name)  # an unknown name is bad input: it stops the run
+        try:
+            built.append((regmap, emit_model(regmap), time.perf_counter() - t0))
+        except RenodeError as exc:  # a map the skeleton cannot express fails on its own
+            refused.append(_refused(regmap, str(exc), time.perf_counter() - t0))
     t0 = time.perf_counter()
     compiled = compile_models({m.file_name: m.source for _, m, _ in built})
     compile_seconds = time.perf_counter() - t0
@@ -165,6 +179,8 @@ def evaluate(svd: Path, peripherals: list[str] | None = None) -> SvdEvaluation:
                 seconds=round(emit_seconds + share + time.perf_counter() - t0, 4),
             )
         )
+    order = {name.lower(): i for i, name in enumerate(names)}
+    results = sorted([*results, *refused], key=lambda p: order.get(p.peripheral.lower(), 0))
     return SvdEvaluation(
         svd=svd.name,
         device=device.name,

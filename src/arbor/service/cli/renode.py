@@ -207,6 +207,10 @@ def evaluate(
     _out.print(f"wrote {out}")
     failed = [f"{e.svd}:{p.peripheral}" for e in evals for p in e.peripherals
               if not (p.accuracy == 1.0 and p.syntax_errors == 0 and p.compile_errors == 0)]
+    for e in evals:
+        for p in e.peripherals:
+            if p.error:
+                _out.print(f"{e.svd}:{p.peripheral}: {p.error}")
     if failed:
         fail(f"{len(failed)} peripheral(s) failed: {', '.join(failed[:10])}", EXIT_ERROR)
     sys.stdout.flush()
