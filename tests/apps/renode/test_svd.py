@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cmsis_svd.parser import SVDParser
 
 from arbor.apps.renode.regmap import Access, FieldMode, RegisterMap, RenodeError
 from arbor.apps.renode.svd import SvdDevice, load_device
@@ -121,3 +122,29 @@ def test_bad_peripheral_contents(tmp_path: Path) -> None:
 def test_unknown_peripheral_names_it(small_svd: Path) -> None:
     with pytest.raises(RenodeError, match=r"unknown peripheral 'UART9' in small\.svd"):
         load_device(small_svd).peripheral("UART9")
+
+
+def test_out_of_range_values_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "wide.svd"
+    path.write_text(
+        "<device><name>D</name><peripherals><peripheral><name>P</name>"
+        "<baseAddress>0x1000</baseAddress><registers><register><name>R</name>"
+        "<addressOffset>0</addressOffset><fields><field><name>F</name><bitOffset>0</bitOffset>"
+        "<bitWidth>100</bitWidth></field></fields></register></registers></peripheral>"
+        "</peripherals></device>"
+    )
+    with pytest.raises(RenodeError, match=r"bad value in peripheral P of wide\.svd: bit_width"):
+        load_device(path).peripheral("P")
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "locked.svd"
+    path.write_text("<device/>")
+
+    def denied(cls: object, p: str) -> None:
+        raise PermissionError(13, "Permission denied", p)
+
+    # As root chmod 000 still reads, so the OS error is raised where the file is opened.
+    monkeypatch.setattr(SVDParser, "for_xml_file", classmethod(denied))
+    with pytest.raises(RenodeError, match=r"cannot read SVD .*locked\.svd: Permission denied"):
+        load_device(path)

@@ -25,6 +25,7 @@ from cmsis_svd.model import (
 )
 from cmsis_svd.parser import SVDParser
 from lxml.etree import LxmlError
+from pydantic import ValidationError
 
 from arbor.apps.renode.regmap import (
     Access,
@@ -64,11 +65,21 @@ class SvdDevice:
         """The register map of one peripheral (case-insensitive name), or a RenodeError."""
         for p in self._peripherals():
             if str(p.name).lower() == name.lower():
-                return _register_map(self.name, p)
+                return self._map(p)
         raise RenodeError(f"unknown peripheral {name!r} in {self.path.name}")
 
     def register_maps(self) -> list[RegisterMap]:
-        return [_register_map(self.name, p) for p in self._peripherals()]
+        return [self._map(p) for p in self._peripherals()]
+
+    def _map(self, p: SVDPeripheral) -> RegisterMap:
+        try:
+            return _register_map(self.name, p)
+        except ValidationError as exc:  # e.g. a 100-bit field, a negative offset
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise RenodeError(
+                f"bad value in peripheral {p.name} of {self.path.name}: {where}: {error['msg']}"
+            ) from exc
 
 
 def load_device(path: Path) -> SvdDevice:
@@ -79,6 +90,8 @@ def load_device(path: Path) -> SvdDevice:
         device = SVDParser.for_xml_file(str(path)).get_device()
     except (ParseError, LxmlError) as exc:
         raise RenodeError(f"malformed SVD {path.name}: {exc}") from exc
+    except OSError as exc:
+        raise RenodeError(f"cannot read SVD {path}: {exc.strerror or exc}") from exc
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise RenodeError(f"malformed SVD {path.name}: {type(exc).__name__}: {exc}") from exc
     if not device.peripherals:
