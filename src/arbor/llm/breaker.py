@@ -20,10 +20,10 @@ is the rate limiter's job (``RateLimiter.penalize``); opening on 429 would cut a
 for ``reset_timeout`` instead of the few seconds it asked for. An error that does not count
 still ends a half-open trial (its permit is returned), and so does cancellation.
 
-The state lives in this process. A shared store (Redis) plugs in through the two seams it
-needs: ``on_change`` to publish transitions and :meth:`BreakerRegistry.apply` to adopt a
-:class:`BreakerSnapshot` published by another process; counting stays local, so the hot path
-never waits on the network.
+The state lives in this process. A shared store (Redis, :mod:`arbor.llm._redis_breaker`)
+plugs in through the two seams it needs: ``on_change`` to publish transitions and
+:meth:`BreakerRegistry.apply` to adopt a :class:`BreakerSnapshot` published by another
+process; counting stays local, so the hot path never waits on the network.
 """
 
 from __future__ import annotations

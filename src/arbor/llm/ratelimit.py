@@ -25,7 +25,8 @@ starved by small ones behind it. Only the head polls the clock; the others wait 
 and are handed the head position in order. A cancelled waiter leaves the queue and takes
 nothing, because admission happens synchronously after its last ``await``.
 
-Every method is ``async`` so a Redis backend (a Lua script over the same log) drops in.
+Every method is ``async`` so the Redis backend (a Lua script over the same log, shared by
+every process: :mod:`arbor.llm._redis_limiter`) drops in.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Live delivery does not poll the database in a tight loop: a store publishes the 
 has just committed to its :class:`EventHub`, which wakes that run's watchers; a watcher takes
 the published events when they continue its sequence and re-reads the store when they do not
 (so nothing is lost or repeated: it deduplicates by ``seq``). Events written by another
-process reach a watcher through a slow fallback poll (``poll_interval``, 1 s by default).
+process reach a watcher through a slow fallback poll (``poll_interval``, 1 s by default), or
+at once when the hubs are fanned out through Redis (``_redis_hub.RedisEventHub``).
 A service shares one hub between the runner's store and its HTTP handlers' stores.
 
 Event types (``RunEvent.type``) and what ``data`` holds:
