@@ -106,7 +106,7 @@ def _register_map(device: str, p: SVDPeripheral) -> RegisterMap:
     raw: list[tuple[str, int, SVDRegister]] = []
     for node in p.registers or []:
         raw.extend(_walk(node, "", 0))
-    registers = _merge_alternates(name, [_register(n, off, r) for n, off, r in raw])
+    registers = _merge_alternates([_register(n, off, r) for n, off, r in raw])
     span = max((r.offset + r.size_bytes for r in registers), default=0)
     blocks = [b.offset + b.size for b in p.address_blocks or [] if b.offset is not None and b.size]
     size = _round_up(max([span, *blocks, 4]))
@@ -191,7 +191,7 @@ def _field(f: SVDField, register_access: Access, register: str) -> RegisterField
     )
 
 
-def _merge_alternates(peripheral: str, registers: list[Register]) -> list[Register]:
+def _merge_alternates(registers: list[Register]) -> list[Register]:
     """One register per offset, in offset order; later ones at the same offset are aliases."""
     by_offset: dict[int, Register] = {}
     for reg in registers:
