@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -306,3 +309,50 @@ async def test_the_workspace_is_given_back_to_the_caller(tmp_path: Path) -> None
     assert result.exit_code == 0 and result.uid is not None
     owners = {os.lstat(p).st_uid for p in (tmp_path, tmp_path / "d", tmp_path / "d" / "f")}
     assert owners == {os.geteuid()}
+
+
+@pytest.fixture
+def var_tmp() -> Iterator[Path]:
+    """A directory outside /tmp (the run's /tmp is private, so that would prove nothing)."""
+    directory = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="arbor-test-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+async def test_hidden_directories_and_files_are_empty_inside(var_tmp: Path) -> None:
+    home = var_tmp / "arbor-home"
+    workspace = home / "workspaces" / "run-1"
+    workspace.mkdir(parents=True)
+    (home / "arbor.db").write_text("keys")
+    env_file = var_tmp / "services.env"
+    env_file.write_text("REDIS_PASSWORD=hunter2")
+    config = SandboxConfig(hide=(*SandboxConfig().hide, str(home), str(env_file)))
+    script = (
+        "import os, json\n"
+        f"print(json.dumps([os.listdir({str(home)!r}), open({str(env_file)!r}).read(),\n"
+        f"                  os.listdir({str(var_tmp)!r})]))\n"
+        "open('out.txt', 'w').write('still writable')\n"
+    )
+    result = await Sandbox(config).run([PY, "-c", script], workspace)
+    assert result.exit_code == 0, result.stderr
+    listing, env_text, siblings = json.loads(result.stdout)
+    assert listing == ["workspaces"]  # only the path down to the workspace
+    assert env_text == ""
+    assert sorted(siblings) == ["arbor-home", "services.env"]  # the file is there, emptied
+    assert (workspace / "out.txt").read_text() == "still writable"
+    assert env_file.read_text() == "REDIS_PASSWORD=hunter2"  # the host's copy is untouched
+
+
+async def test_an_unreachable_workspace_is_a_clear_error(var_tmp: Path) -> None:
+    private = var_tmp / "private"
+    (private / "ws").mkdir(parents=True)
+    private.chmod(0o700)
+    with pytest.raises(SandboxError, match="not searchable by others"):
+        await sandbox().run([PY, "-c", "pass"], private / "ws")
+
+
+async def test_a_system_tree_is_refused_as_workspace(tmp_path: Path) -> None:
+    for bad in ("/", sys.prefix, "/root"):
+        with pytest.raises(SandboxError, match="use a run directory"):
+            await sandbox().run([PY, "-c", "pass"], bad)

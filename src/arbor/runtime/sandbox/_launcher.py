@@ -132,6 +132,7 @@ def _isolate(spec: dict[str, Any]) -> None:
     libc = _libc()
     workspace: str = spec["workspace"]
     hidden: list[str] = [p for p in spec["hide"] if os.path.isdir(p)]
+    hidden_files: list[str] = [p for p in spec["hide"] if os.path.isfile(p)]
     exposed: list[str] = [p for p in spec["expose"] if _under(p, hidden) and os.path.isdir(p)]
     chown_tree(workspace, spec["uid"], spec["gid"])
     host_mounts = _mount_points()
@@ -146,12 +147,16 @@ def _isolate(spec: dict[str, Any]) -> None:
     tmp_opts = f"size={spec['tmp_bytes']},mode=1777"
     _mount(libc, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_opts)
     for path in hidden:
+        os.makedirs(path, exist_ok=True)  # it may sit under the new /tmp or another hidden dir
         _mount(libc, "tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    hidden_files = [p for p in hidden_files if os.path.isfile(p)]  # else already out of sight
+    for path in hidden_files:
+        _mount(libc, "/dev/null", path, None, MS_BIND)
     for path, fd in fds.items():
         os.makedirs(path, exist_ok=True)
         _mount(libc, f"/proc/self/fd/{fd}", path, None, MS_BIND)
         os.close(fd)
-    for path in [*hidden, *exposed]:
+    for path in [*hidden, *hidden_files, *exposed]:
         _remount(libc, path, readonly=True)
     # A fresh /proc where the run sees only its own uid's processes, not the host's.
     _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
@@ -191,7 +196,13 @@ def _setup(spec: dict[str, Any]) -> None:
     _set_limits(spec["limits"])
     if spec["isolate"]:
         _drop_privileges(spec["uid"], spec["gid"])
-    os.chdir(spec["cwd"])
+    try:
+        os.chdir(spec["cwd"])
+    except PermissionError as exc:
+        raise SetupError(
+            f"the run's uid cannot reach {spec['cwd']!r}: a parent directory is not searchable"
+            " by others (make it 0755, or list it in the sandbox's hide directories)"
+        ) from exc
 
 
 def main(argv: list[str]) -> int:

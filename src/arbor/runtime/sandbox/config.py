@@ -52,7 +52,9 @@ class SandboxConfig(BaseModel):
     env_allow: tuple[str, ...] = ("LANG", "LC_ALL", "LC_CTYPE", "PATH", "TZ")
     #: Run without namespaces when they are unavailable; the result says ``isolated=False``.
     allow_unisolated: bool = False
-    #: Directories replaced by an empty read-only tmpfs inside the run (home directories).
+    #: Directories replaced by an empty read-only tmpfs inside the run (home directories,
+    #: ``ARBOR_HOME``), and files replaced by an empty one (a ``.env``). A workspace inside a
+    #: hidden directory stays reachable.
     hide: tuple[str, ...] = ("/home", "/root")
     #: Directories under ``hide`` bound back read-only (the interpreter the run may need).
     expose: tuple[str, ...] = Field(default_factory=_interpreter_roots)

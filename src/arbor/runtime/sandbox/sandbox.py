@@ -49,10 +49,17 @@ async def _read_bounded(stream: asyncio.StreamReader | None, limit: int) -> tupl
     return bytes(kept), truncated
 
 
-def _directories(workspace: Path | str, cwd: Path | str | None) -> tuple[Path, Path]:
+def _directories(
+    workspace: Path | str, cwd: Path | str | None, config: SandboxConfig
+) -> tuple[Path, Path]:
     root = Path(workspace).resolve()
     if not root.is_dir():
         raise SandboxError(f"workspace {str(root)!r} is not a directory")
+    # The workspace becomes writable and is handed to the run's uid: never a system tree.
+    protected = {"/", *config.hide, *config.expose, sys.prefix, sys.base_prefix}
+    for path in protected:
+        if Path(path).resolve().is_relative_to(root):
+            raise SandboxError(f"workspace {str(root)!r} holds {path!r}; use a run directory")
     workdir = (root / cwd).resolve() if cwd is not None else root
     if not workdir.is_relative_to(root) or not workdir.is_dir():
         raise SandboxError(f"cwd {str(cwd)!r} is not a directory inside the workspace")
@@ -135,7 +142,7 @@ class Sandbox:
         """
         if not argv:
             raise SandboxError("nothing to run: argv is empty")
-        root, workdir = await asyncio.to_thread(_directories, workspace, cwd)
+        root, workdir = await asyncio.to_thread(_directories, workspace, cwd, self.config)
         problem = await self.isolation_problem()
         if problem and not self.config.allow_unisolated:
             raise SandboxUnavailableError(
@@ -156,11 +163,13 @@ class Sandbox:
                 "open_files": limits.open_files,
             },
         }
-        return await self._run(spec, tuple(argv), stdin, uid if isolate else None)
+        st = await asyncio.to_thread(os.stat, root)
+        owner = (st.st_uid, st.st_gid)
+        return await self._run(spec, tuple(argv), stdin, uid if isolate else None, owner)
 
     async def _run(
         self, spec: dict[str, object], argv: tuple[str, ...], stdin: bytes | None,
-        uid: int | None,
+        uid: int | None, owner: tuple[int, int],
     ) -> SandboxResult:
         limits = self.config.limits
         read_fd, write_fd = os.pipe()
@@ -200,9 +209,8 @@ class Sandbox:
             if proc.returncode is None:
                 await self._kill_all(procs)
                 await proc.wait()
-            if uid is not None:
-                await asyncio.to_thread(chown_tree, str(spec["workspace"]), os.geteuid(),
-                                        os.getegid())
+            if uid is not None:  # give the tree back to the workspace's owner
+                await asyncio.to_thread(chown_tree, str(spec["workspace"]), *owner)
         if code == _SETUP_FAILED and status:
             raise SandboxError(status)
         if killed_by is None and code in (-signal.SIGXCPU, -signal.SIGKILL) and (
