@@ -4,6 +4,7 @@ loopback canary, no secret in the environment, no write outside the workspace.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -356,3 +357,20 @@ async def test_a_system_tree_is_refused_as_workspace(tmp_path: Path) -> None:
     for bad in ("/", sys.prefix, "/root"):
         with pytest.raises(SandboxError, match="use a run directory"):
             await sandbox().run([PY, "-c", "pass"], bad)
+
+
+async def test_cancelling_the_caller_kills_the_run(tmp_path: Path) -> None:
+    uid = 4_000_000 + os.getpid() % 100_000
+    box = Sandbox(SandboxConfig(uid=uid, gid=uid))
+    script = "import os, time\nos.fork()\ntime.sleep(60)\n"
+    task = asyncio.ensure_future(box.run([PY, "-c", script], tmp_path))
+    for _ in range(100):  # until the run's processes exist
+        await asyncio.sleep(0.05)
+        if len(processes_of(uid)) == 2:
+            break
+    assert len(processes_of(uid)) == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert processes_of(uid) == []
+    assert os.lstat(tmp_path).st_uid == os.geteuid()
