@@ -139,8 +139,8 @@ def _isolate(spec: dict[str, Any]) -> None:
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare(CLONE_NEWNS|CLONE_NEWNET)")
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     _loopback_up()
-    for path in host_mounts:
-        if not _under(path, ["/tmp", *hidden]) and not _under(path, [workspace]):
+    for path in host_mounts:  # what is replaced below (/tmp, /proc, hidden) needs no remount
+        if not _under(path, ["/tmp", "/proc", *hidden]) and not _under(path, [workspace]):
             _remount(libc, path, readonly=True)
     fds = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in [*exposed, workspace]}
     os.umask(0o022)

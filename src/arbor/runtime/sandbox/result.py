@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict
 __all__ = ["KillReason", "SandboxResult"]
 
 #: ``wall_time``: the run's timeout killed the group; ``cpu``: RLIMIT_CPU or the run-wide CPU
-#: watchdog; ``file_size``: RLIMIT_FSIZE (SIGXFSZ).
+#: watchdog; ``file_size``: RLIMIT_FSIZE (SIGXFSZ). The memory limit kills nothing: an
+#: allocation past RLIMIT_AS fails inside the program (``MemoryError``, ``ENOMEM``).
 KillReason = Literal["cpu", "file_size", "wall_time"]
 
 
