@@ -19,6 +19,7 @@ from arbor.core.errors import (
     WorkflowError,
 )
 from arbor.core.logging import Redactor
+from arbor.llm._redis_limiter import LimiterUnavailableError
 from arbor.service.errors import (
     ConflictError,
     ForbiddenError,
@@ -45,6 +46,7 @@ from arbor.store import AgentExistsError
         (BudgetExceededError("spent", scope="key:k"), 402),
         (ContextTooLongError("long", status_code=400), 400),
         (CircuitOpenError("open"), 503),
+        (LimiterUnavailableError("redis down"), 503),
         (LLMTimeoutError("slow"), 504),
         (ProviderHTTPError("upstream 500", status_code=500), 502),
         (ProviderConnectionError("reset"), 502),

@@ -14,7 +14,8 @@ the handlers installed by :func:`install_problem_handlers` map them:
   in whole seconds (at least 1)
 - 402 ``BudgetExceededError`` — not 429: waiting does not help, and clients (the openai SDK)
   retry 429s automatically
-- 503 ``CircuitOpenError``; 504 ``LLMTimeoutError``; 502 any other ``ProviderError``
+- 503 ``CircuitOpenError`` and an unreachable shared limiter (``limiter_unavailable``);
+  504 ``LLMTimeoutError``; 502 any other ``ProviderError``
 - 500 ``ConfigError`` (names the variable, never a value); anything else 500 "internal
   error", logged with its trace by the request middleware
 
@@ -97,8 +98,9 @@ _TITLES = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-# Error kinds raised by other layers that are the caller's fault, by status.
+# Error kinds raised by other layers, by status (mostly the caller's fault).
 _KIND_STATUS = {
+    "limiter_unavailable": 503,
     "conflict": 409,
     "agent_disabled": 409,
     "invalid_definition": 422,
