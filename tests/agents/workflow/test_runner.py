@@ -67,6 +67,53 @@ async def test_adaptive_loop_refines_until_confident() -> None:
     assert types.count("node_finished") == 7
 
 
+def refine_until_loop(step: float, cap: int) -> Workflow[Draft]:
+    wf = Workflow("refine-until", Draft)
+
+    @wf.node()
+    async def code(state: Draft, ctx: NodeContext) -> dict[str, Any]:
+        return {"code": f"v{state.iterations + 1}", "iterations": state.iterations + 1}
+
+    @wf.node()
+    async def validate(state: Draft, ctx: NodeContext) -> dict[str, Any]:
+        return {"confidence": min(1.0, state.iterations * step)}
+
+    @wf.node()
+    async def done(state: Draft, ctx: NodeContext) -> dict[str, Any]:
+        return {"report": f"{state.code} at {state.confidence:.1f}"}
+
+    wf.edge("code", "validate")
+    wf.refine_until(
+        "validate", lambda s: s.confidence >= 0.85, refine="code", then="done", max_iterations=cap
+    )
+    wf.edge("done", END)
+    return wf
+
+
+@pytest.mark.parametrize(
+    ("step", "cap", "iterations", "report"),
+    [
+        (0.3, 5, 3, "v3 at 0.9"),  # confident on the third pass
+        (0.1, 4, 4, "v4 at 0.4"),  # never confident: ends at the cap, run still succeeds
+        (0.9, 1, 1, "v1 at 0.9"),
+    ],
+)
+async def test_refine_until_is_an_adaptive_loop_with_a_cap(
+    step: float, cap: int, iterations: int, report: str
+) -> None:
+    store = InMemoryCheckpointStore()
+    result = await WorkflowRunner(refine_until_loop(step, cap), store).start({"task": "t"})
+    assert result.status == "succeeded"
+    assert result.state.iterations == iterations and result.state.report == report
+    assert store.delta_count(result.run_id) == 2 * iterations + 1
+
+
+def test_refine_until_refuses_a_cap_below_one() -> None:
+    wf = Workflow("bad", Draft)
+    with pytest.raises(WorkflowError, match="max_iterations"):
+        wf.refine_until("a", lambda s: True, refine="a", then="b", max_iterations=0)
+
+
 async def test_loop_cap_fails_the_run_clearly() -> None:
     result = await WorkflowRunner(refine_loop(max_iterations=2), InMemoryCheckpointStore()).start(
         {"task": "t"}

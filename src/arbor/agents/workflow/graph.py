@@ -5,7 +5,9 @@ Nodes are async functions ``(state, ctx) -> dict | None`` returning the keys the
 function of the state picks the next node, e.g. on a reviewer's verdict or a confidence
 score) or parallel (``fan_out``: branches run concurrently, then their ``join`` node once all
 have finished). Loops are ordinary edges back to an earlier node; every node may carry
-``max_visits`` and the whole run ``max_steps``, so no loop runs forever. ``approval`` nodes
+``max_visits`` and the whole run ``max_steps``, so no loop runs forever. Adaptive loops are
+first-class (``refine_until``: back to a refining node until the state is good enough, or on
+to the next node once the iteration cap is reached, without failing the run). ``approval`` nodes
 pause a run until someone approves or rejects it.
 
 The graph is pure data: :class:`~arbor.agents.workflow.runner.WorkflowRunner` executes it.
@@ -44,10 +46,14 @@ class NodeSpec:
 
 @dataclass(frozen=True, slots=True)
 class Edge:
-    kind: Literal["static", "route", "fan_out"]
+    kind: Literal["static", "route", "fan_out", "loop"]
     targets: tuple[str, ...]
     router: Callable[[Any], str] | None = None
     join: str | None = None
+    #: For loops: the state is good enough (leave for ``targets[1]``).
+    done: Callable[[Any], bool] | None = None
+    #: For loops: how many times ``targets[0]`` (the refining node) may run in all.
+    cap: int = 0
 
 
 @dataclass
@@ -102,6 +108,23 @@ class Workflow(Generic[StateT]):
             if b not in self.edges:
                 self.edge(b, join)
 
+    def refine_until(
+        self,
+        src: str,
+        done: Callable[[StateT], bool],
+        *,
+        refine: str,
+        then: str,
+        max_iterations: int,
+    ) -> None:
+        """An adaptive loop: after ``src`` (e.g. a validator that scores the work), go on to
+        ``then`` when ``done(state)`` (e.g. ``confidence >= 0.9``), else back to ``refine`` —
+        unless ``refine`` has already run ``max_iterations`` times, when the loop ends at
+        ``then`` with the best the state holds (the run does not fail)."""
+        if max_iterations < 1:
+            raise WorkflowError(f"{self.name}: refine_until needs max_iterations >= 1")
+        self._new_edge(src, Edge("loop", (refine, then), done=done, cap=max_iterations))
+
     # ---- checking and stepping ------------------------------------------------------------
     def validate(self) -> None:
         """Refuse graphs that cannot run: no entry, unknown targets, nodes without a way out."""
@@ -119,11 +142,19 @@ class Workflow(Generic[StateT]):
                     f"workflow {self.name!r}: node {name!r} has no outgoing edge (use END)"
                 )
 
-    def successors(self, node: str, state: StateT) -> list[str]:
-        """The nodes to run after ``node`` given the state it produced."""
+    def successors(
+        self, node: str, state: StateT, visits: Mapping[str, int] | None = None
+    ) -> list[str]:
+        """The nodes to run after ``node`` given the state it produced (and how many times
+        each node has run, which loops need)."""
         edge = self.edges[node]
         if edge.kind == "static":
             return list(edge.targets)
+        if edge.kind == "loop":
+            assert edge.done is not None
+            refine, then = edge.targets
+            spent = (visits or {}).get(refine, 0) >= edge.cap
+            return [then] if spent or edge.done(state) else [refine]
         if edge.kind == "fan_out":
             return list(edge.targets)
         assert edge.router is not None

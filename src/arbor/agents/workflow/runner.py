@@ -348,7 +348,8 @@ class WorkflowRunner(Generic[StateT]):
             sched.waiting[join] = list(targets)
             sched.frontier.extend(targets)
             return
-        sched.frontier.extend(n for n in self.workflow.successors(node, state) if n != END)
+        nxt = self.workflow.successors(node, state, sched.visits)
+        sched.frontier.extend(n for n in nxt if n != END)
 
     def _apply(self, state: StateT, delta: dict[str, Any], run_id: str, node: str) -> StateT:
         if not delta:
