@@ -118,3 +118,14 @@ def test_missing_mcs_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
                                  "-p", "UART0", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "mcs not found" in result.output
+
+
+@pytest.mark.usefixtures("mcs")
+def test_bench_renode_quick_writes_the_benchmark_document(tmp_path: Path) -> None:
+    out = tmp_path / "renode.json"
+    result = runner.invoke(app, ["bench", "renode", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["bench"] == "renode"
+    assert {t["name"] for t in doc["targets"]} >= {"min_register_accuracy", "compile_errors"}
+    assert all(t["met"] for t in doc["targets"]), doc["targets"]

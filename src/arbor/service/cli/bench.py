@@ -87,3 +87,19 @@ def bench_batch(
     """Batches under a quantized RPM limit vs LiteLLM, the openai SDK and LangChain; creation
     time and memory of 100,000-item batches."""
     _run("batch", ["--out", str(out), *(["--quick"] if quick else [])])
+
+
+@bench_app.command("renode")
+def bench_renode(
+    out: Path = typer.Option(..., "--out", help="Where to write the JSON results."),
+    quick: bool = typer.Option(False, "--quick", help="One SVD only (a smoke run)."),
+) -> None:
+    """The Renode generator's deterministic path over every peripheral of the shared SVDs
+    (accuracy, syntax and compile errors, seconds per peripheral); same as `arbor renode eval
+    --all` over the SVDs kept in tests/data/svd."""
+    from arbor.service.cli.renode import evaluate
+
+    svds = sorted((_benchmarks_dir().parent / "tests" / "data" / "svd").glob("*.svd"))
+    if not svds:
+        fail("tests/data/svd/*.svd not found: run `arbor bench` from an Arbor checkout", EXIT_USAGE)
+    evaluate(svds[:1] if quick else svds, all_peripherals=True, peripheral=None, out=out)
