@@ -200,3 +200,28 @@ def test_serve_on_a_busy_port_exits_1_with_a_reason(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert f"could not serve on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_first_start_saves_one_admin_key_readable_by_the_owner_only(
+    tmp_path: Path,
+) -> None:
+    from arbor.service.cli.serve import first_admin_key
+    from arbor.store import Database, migrate
+    from arbor.store.keys import KeyRepository
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    await migrate(db)
+    try:
+        keys = KeyRepository(db)
+        saved = await first_admin_key(keys, tmp_path / "home")
+        assert saved == tmp_path / "home" / "admin.key"
+        assert saved.stat().st_mode & 0o777 == 0o600
+        secret = saved.read_text().strip()
+        records = await keys.list()
+        assert len(records) == 1 and records[0].is_admin
+        assert (await keys.verify(secret)).id == records[0].id
+        # Keys exist now: a second start creates nothing and leaves the file alone.
+        assert await first_admin_key(keys, tmp_path / "home") is None
+        assert len(await keys.list()) == 1 and saved.read_text().strip() == secret
+    finally:
+        await db.dispose()

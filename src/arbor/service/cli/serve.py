@@ -5,21 +5,37 @@ setting exits 2 with a one-line reason instead of a lifespan traceback. On SIGTE
 uvicorn stops accepting connections and lets in-flight requests finish for up to
 ``service.shutdown_timeout`` seconds; SSE streams (sse-starlette) see the shutdown and end.
 Only then are runs stopped (left resumable), usage flushed and the database closed.
+
+First start: with no API key in the store and no ``ARBOR_ADMIN_KEY``, nobody could log in to
+the dashboard, so an admin key is created once and written to ``$ARBOR_HOME/admin.key``
+(mode 0600, never printed or logged); the terminal says where it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
 from arbor.core.config import Settings
 from arbor.core.errors import ArborError
-from arbor.service.cli._common import EXIT_ERROR, exit_code_for, fail, settings_or_exit
+from arbor.service.cli._common import (
+    EXIT_ERROR,
+    err_console,
+    exit_code_for,
+    fail,
+    settings_or_exit,
+)
 
-__all__ = ["serve"]
+if TYPE_CHECKING:
+    from arbor.store.keys import KeyRepository
+
+__all__ = ["first_admin_key", "serve"]
 
 
 def serve(
@@ -73,6 +89,13 @@ def _run(settings: Settings, host: str, port: int) -> bool:
     async def main() -> None:
         ctx = await open_context(settings)
         try:
+            if settings.admin_key is None:
+                saved = await first_admin_key(ctx.keys, settings.home)
+                if saved is not None:
+                    err_console.print(
+                        f"First start: created an admin API key and saved it to {saved} "
+                        f"(readable by you only). Log in at http://{host}:{port}/ with it."
+                    )
             if not stop:
                 config.app = create_app(ctx)
                 await server.serve()
@@ -87,3 +110,21 @@ def _run(settings: Settings, host: str, port: int) -> bool:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return server.started or bool(stop)
+
+
+async def first_admin_key(keys: KeyRepository, home: Path) -> Path | None:
+    """When the store has no key at all, create an admin key and save it (0600) under
+    ``home``; the path, or None when keys already exist."""
+    if await keys.list():
+        return None
+    new = await keys.create("first-start-admin", scopes=("admin",))
+    return await asyncio.to_thread(_save_secret, home / "admin.key", new.key)
+
+
+def _save_secret(path: Path, secret: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secret + "\n")
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+    return path
