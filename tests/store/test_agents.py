@@ -32,6 +32,17 @@ async def test_create_and_get_by_id_and_name(db: Database) -> None:
         await agents.get_by_name("nobody")
 
 
+async def test_find_by_name_or_id(db: Database) -> None:
+    agents = AgentRepository(db)
+    agent = await agents.create("planner", DEFINITION)
+    assert await agents.find("planner") == agent
+    assert await agents.find(agent.id) == agent
+    with pytest.raises(NotFoundError, match="'agt_nope' not found"):
+        await agents.find("agt_nope")
+    with pytest.raises(NotFoundError, match="'nobody' not found"):
+        await agents.find("nobody")
+
+
 async def test_names_are_unique(db: Database) -> None:
     agents = AgentRepository(db)
     await agents.create("coder", {"role": "coder"})

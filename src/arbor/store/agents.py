@@ -122,6 +122,16 @@ class AgentRepository:
             raise NotFoundError(f"agent {name!r} not found")
         return _record(row)
 
+    async def find(self, name_or_id: str) -> AgentRecord:
+        """An agent by name, or by id (``agt_…``): the one lookup the API and the CLI share,
+        so both accept the same handles and fail with the same message."""
+        try:
+            return await self.get_by_name(name_or_id)
+        except NotFoundError:
+            if not name_or_id.startswith("agt_"):
+                raise
+        return await self.get(name_or_id)
+
     async def list(self, *, status: AgentStatus | None = None) -> builtins.list[AgentRecord]:
         """Agents by name, optionally only those with ``status``."""
         query = select(AgentRow).order_by(AgentRow.name)

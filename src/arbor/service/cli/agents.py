@@ -60,19 +60,6 @@ def _with_repo(settings: Settings, fn: Callable[[AgentRepository], Awaitable[T]]
         fail(str(exc), exit_code_for(exc))
 
 
-async def _find(repo: AgentRepository, name_or_id: str) -> AgentRecord:
-    """An agent by name, or by id (``agt_…``)."""
-    try:
-        return await repo.get_by_name(name_or_id)
-    except NotFoundError:
-        if not name_or_id.startswith("agt_"):
-            raise
-    try:
-        return await repo.get(name_or_id)
-    except NotFoundError:
-        raise NotFoundError(f"agent {name_or_id!r} not found") from None
-
-
 def _iso(value: datetime) -> str:
     return value.isoformat()
 
@@ -204,7 +191,7 @@ def show(
 ) -> None:
     """Show one agent: its definition, status and recent failures."""
     settings = settings_or_exit()
-    record = _with_repo(settings, lambda repo: _find(repo, name))
+    record = _with_repo(settings, lambda repo: repo.find(name))
     data = _agent_json(record, details=True)
     if as_json:
         _print_json(data)
@@ -236,7 +223,7 @@ def _set_status(name: str, status: str) -> AgentRecord:
     settings = settings_or_exit()
 
     async def go(repo: AgentRepository) -> AgentRecord:
-        record = await _find(repo, name)
+        record = await repo.find(name)
         return await repo.set_status(record.id, cast("AgentStatus", status))
 
     return _with_repo(settings, go)

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict
 
 from arbor.agents.definitions import AgentDefinition
 from arbor.agents.memory import MemoryPolicy
-from arbor.core.errors import NotFoundError
 from arbor.service.deps import AdminKey, Ctx, KeyFirstRoute, ReadKey
 from arbor.service.errors import InvalidRequestError
 from arbor.store import AgentRecord, AgentRepository, AgentStatus, Database
@@ -103,14 +102,14 @@ async def list_agents(
 
 @router.get("/{name}")
 async def get_agent(name: str, ctx: Ctx, _key: ReadKey) -> AgentPublic:
-    return _public(await _find(AgentRepository(ctx.db), name))
+    return _public(await AgentRepository(ctx.db).find(name))
 
 
 @router.patch("/{name}")
 async def update_agent(name: str, body: AgentUpdate, ctx: Ctx, _key: AdminKey) -> AgentPublic:
     """Change some fields of the definition; status and failures are kept."""
     repo = AgentRepository(ctx.db)
-    record = await _find(repo, name)
+    record = await repo.find(name)
     changes = body.model_dump(mode="json", exclude_unset=True)
     merged = {**record.definition, **changes, "name": record.name}
     definition = AgentDefinition.parse({k: v for k, v in merged.items() if v is not None})
@@ -120,7 +119,7 @@ async def update_agent(name: str, body: AgentUpdate, ctx: Ctx, _key: AdminKey) -
 @router.delete("/{name}", status_code=204)
 async def delete_agent(name: str, ctx: Ctx, _key: AdminKey) -> Response:
     repo = AgentRepository(ctx.db)
-    await repo.delete((await _find(repo, name)).id)
+    await repo.delete((await repo.find(name)).id)
     return Response(status_code=204)
 
 
@@ -139,21 +138,8 @@ async def disable_agent(name: str, ctx: Ctx, _key: AdminKey) -> AgentPublic:
 # ---- helpers ----------------------------------------------------------------------------
 async def _set_status(db: Database, name: str, status: AgentStatus) -> AgentPublic:
     repo = AgentRepository(db)
-    record = await _find(repo, name)
+    record = await repo.find(name)
     return _public(await repo.set_status(record.id, status))
-
-
-async def _find(repo: AgentRepository, name_or_id: str) -> AgentRecord:
-    """An agent by name, or by id (``agt_…``), like the CLI."""
-    try:
-        return await repo.get_by_name(name_or_id)
-    except NotFoundError:
-        if not name_or_id.startswith("agt_"):
-            raise
-    try:
-        return await repo.get(name_or_id)
-    except NotFoundError:
-        raise NotFoundError(f"agent {name_or_id!r} not found") from None
 
 
 def _public(record: AgentRecord) -> AgentPublic:
