@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from arbor.core.clock import Clock
 from arbor.core.config import ModelLimits
 from arbor.core.errors import ArborError
-from arbor.llm.ratelimit import WINDOW, RateLimiter, Reservation, TokenLimitError
+from arbor.llm.ratelimit import WINDOW, RateLimiter, Reservation
 
 __all__ = ["LimiterUnavailableError", "RedisRateLimiter", "RedisReservation"]
 
@@ -213,16 +213,7 @@ class RedisRateLimiter(RateLimiter):
 
     async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
         rpm, tpm = limits.rpm, limits.tpm
-        if tokens < 0:
-            raise ValueError("tokens must be >= 0")
-        if tpm is not None and tokens > tpm:
-            raise TokenLimitError(
-                f"a request of {tokens} tokens can never fit the limit of {tpm} tokens/min "
-                f"for {key!r}: lower max_tokens or shorten the prompt, or raise the limit",
-                key=key,
-                tokens=tokens,
-                tpm=tpm,
-            )
+        self._check_request(key, tpm, tokens)
         logged = rpm is not None or tpm is not None
         if not logged:
             now = self._clock.monotonic()

@@ -97,6 +97,21 @@ class RateLimiter(ABC):
         Raises :class:`TokenLimitError` at once if ``tokens`` exceeds ``limits.tpm``.
         """
 
+    @staticmethod
+    def _check_request(key: str, tpm: int | None, tokens: int) -> None:
+        """Fail at once on a request no wait could admit; every backend shares it so they
+        reject the same requests with the same error."""
+        if tokens < 0:
+            raise ValueError("tokens must be >= 0")
+        if tpm is not None and tokens > tpm:
+            raise TokenLimitError(
+                f"a request of {tokens} tokens can never fit the limit of {tpm} tokens/min "
+                f"for {key!r}: lower max_tokens or shorten the prompt, or raise the limit",
+                key=key,
+                tokens=tokens,
+                tpm=tpm,
+            )
+
     @abstractmethod
     async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Replace the reserved tokens with what the call really used (0 if it failed)."""
@@ -229,16 +244,7 @@ class InMemoryRateLimiter(RateLimiter):
 
     async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
         rpm, tpm = limits.rpm, limits.tpm
-        if tokens < 0:
-            raise ValueError("tokens must be >= 0")
-        if tpm is not None and tokens > tpm:
-            raise TokenLimitError(
-                f"a request of {tokens} tokens can never fit the limit of {tpm} tokens/min "
-                f"for {key!r}: lower max_tokens or shorten the prompt, or raise the limit",
-                key=key,
-                tokens=tokens,
-                tpm=tpm,
-            )
+        self._check_request(key, tpm, tokens)
         st = self._state(key)
         logged = rpm is not None or tpm is not None
         now = self._clock.monotonic()
