@@ -25,6 +25,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from arbor.core import pubsub
 from arbor.core.clock import Clock
 from arbor.core.config import BreakerSettings
 from arbor.llm.breaker import BreakerRegistry, BreakerSnapshot, BreakerState, OnBreakerChange
@@ -81,16 +82,7 @@ class RedisBreakerSync:
 
     async def aclose(self) -> None:
         """Publish what is queued (briefly), then stop both tasks."""
-        if self._queue is not None and self._tasks:
-            self._queue.put_nowait(None)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await asyncio.shield(self._tasks[0])
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await pubsub.stop(self._queue, self._tasks)
         self._tasks = []
 
     # ---- this process's transitions -----------------------------------------------------
@@ -120,18 +112,18 @@ class RedisBreakerSync:
 
     # ---- other processes' transitions ---------------------------------------------------
     async def _subscribe_loop(self) -> None:
-        while True:
-            try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    await self._adopt_stored()  # after subscribing: nothing slips between
-                    self._subscribed.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._adopt(message["data"])
-            except (RedisError, OSError) as exc:
-                log.warning("llm.breaker.subscribe_failed", error=str(exc))
-                await asyncio.sleep(_RETRY)
+        await pubsub.listen(
+            self._redis,
+            self._channel,
+            self._adopt,
+            on_subscribed=self._on_subscribed,
+            on_failure=_subscribe_failed,
+            retry=_RETRY,
+        )
+
+    async def _on_subscribed(self) -> None:
+        await self._adopt_stored()  # after subscribing: nothing slips between
+        self._subscribed.set()
 
     async def _adopt_stored(self) -> None:
         async for name in self._redis.scan_iter(match=f"{self._prefix}:state:*", count=500):
@@ -157,3 +149,7 @@ class RedisBreakerSync:
             self.registry.apply(key, BreakerSnapshot(state, remaining))
         finally:
             self._adopting = False
+
+
+def _subscribe_failed(exc: BaseException) -> None:
+    log.warning("llm.breaker.subscribe_failed", error=str(exc))

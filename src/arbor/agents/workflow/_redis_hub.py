@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arbor.agents.workflow.events import EventHub, RunEvent
+from arbor.core import pubsub
 
 __all__ = ["RedisEventHub"]
 
@@ -88,16 +89,7 @@ class RedisEventHub(EventHub):
     async def aclose(self) -> None:
         """Send what is queued (briefly), then stop both tasks."""
         queue, self._queue = self._queue, None
-        if queue is not None and self._tasks:
-            queue.put_nowait(None)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await asyncio.shield(self._tasks[0])
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await pubsub.stop(queue, self._tasks)
         self._tasks = []
 
     async def _publish_loop(self, queue: asyncio.Queue[bytes | None]) -> None:
@@ -108,17 +100,17 @@ class RedisEventHub(EventHub):
                 log.warning("workflow.events.publish_failed", error=str(exc))
 
     async def _subscribe_loop(self) -> None:
-        while True:
-            try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    self._subscribed.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._deliver(message["data"])
-            except (RedisError, OSError) as exc:
-                log.warning("workflow.events.subscribe_failed", error=str(exc))
-                await asyncio.sleep(_RETRY)
+        await pubsub.listen(
+            self._redis,
+            self._channel,
+            self._deliver,
+            on_subscribed=self._on_subscribed,
+            on_failure=_subscribe_failed,
+            retry=_RETRY,
+        )
+
+    async def _on_subscribed(self) -> None:
+        self._subscribed.set()
 
     def _deliver(self, raw: Any) -> None:
         try:
@@ -132,3 +124,7 @@ class RedisEventHub(EventHub):
             return
         if run_id in self._subs:
             EventHub.publish(self, run_id, events)
+
+
+def _subscribe_failed(exc: BaseException) -> None:
+    log.warning("workflow.events.subscribe_failed", error=str(exc))
