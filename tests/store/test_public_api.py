@@ -7,6 +7,7 @@ import arbor.store
 import arbor.store._util
 import arbor.store.agents
 import arbor.store.approvals
+import arbor.store.batches
 import arbor.store.engine
 import arbor.store.events
 import arbor.store.keys
@@ -26,6 +27,7 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
         "agents",
         "annotations",
         "approvals",
+        "batches",
         "engine",
         "events",
         "keys",
@@ -39,6 +41,7 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
         arbor.store._util,
         arbor.store.agents,
         arbor.store.approvals,
+        arbor.store.batches,
         arbor.store.engine,
         arbor.store.events,
         arbor.store.keys,
