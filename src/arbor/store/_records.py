@@ -3,11 +3,12 @@ paths (SQLAlchemy sessions and direct SQLite transactions) so neither imports th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from arbor.core.ids import new_id
 from arbor.store.tables import RUN_STATUSES
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "RunStatus",
     "check_status",
     "fold_deltas",
+    "number_events",
 ]
 
 RunStatus = Literal["pending", "running", "waiting_approval", "succeeded", "failed", "cancelled"]
@@ -107,6 +109,25 @@ class IdempotentRecord:
     key: str
     value: Any
     created_at: datetime
+
+
+def number_events(
+    run_id: str, events: Sequence[NewEvent], start: int, now: datetime
+) -> list[EventRecord]:
+    """``events`` as the records to insert, ``seq`` from ``start`` (the run's next one, read
+    under its lock): both write paths, SQLAlchemy and direct SQLite, number them this way."""
+    return [
+        EventRecord(
+            id=new_id("evt"),
+            run_id=run_id,
+            seq=start + i,
+            type=e.type,
+            node=e.node,
+            data=e.data,
+            created_at=now,
+        )
+        for i, e in enumerate(events)
+    ]
 
 
 def fold_deltas(deltas: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy.exc import StatementError
 
 from arbor.core.errors import NotFoundError, WorkflowError
-from arbor.core.ids import new_id
 from arbor.store._records import (
     TERMINAL_STATUSES,
     CheckpointRecord,
@@ -31,6 +30,7 @@ from arbor.store._records import (
     RunStatus,
     check_status,
     fold_deltas,
+    number_events,
 )
 from arbor.store._util import utcnow
 
@@ -273,18 +273,7 @@ def _insert_events(
         return []
     stamp = _ts(now)
     payloads = [_json(e.data, _INSERT_EVENT) for e in events]
-    records = [
-        EventRecord(
-            id=new_id("evt"),
-            run_id=run_id,
-            seq=start + i,
-            type=e.type,
-            node=e.node,
-            data=e.data,
-            created_at=now,
-        )
-        for i, e in enumerate(events)
-    ]
+    records = number_events(run_id, events, start, now)
     rows = [
         (r.id, run_id, r.seq, r.type, r.node, payload, stamp)
         for r, payload in zip(records, payloads, strict=True)

@@ -21,9 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arbor.core.errors import NotFoundError
-from arbor.core.ids import new_id
 from arbor.store import _sqlite_runs as direct_sql
-from arbor.store._records import EventRecord, NewEvent
+from arbor.store._records import EventRecord, NewEvent, number_events
 from arbor.store._util import utcnow
 from arbor.store.engine import Database
 from arbor.store.tables import EventRow, RunRow
@@ -100,18 +99,7 @@ async def append_events(
         return []
     start = await _max_seq(session, run_id) + 1
     now = utcnow()
-    records = [
-        EventRecord(
-            id=new_id("evt"),
-            run_id=run_id,
-            seq=start + i,
-            type=e.type,
-            node=e.node,
-            data=e.data,
-            created_at=now,
-        )
-        for i, e in enumerate(events)
-    ]
+    records = number_events(run_id, events, start, now)
     values = [
         {
             "id": r.id,
