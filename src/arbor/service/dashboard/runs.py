@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from arbor.core.errors import ArborError
 from arbor.service.dashboard.live import event_rows, manager_of, run_view
+from arbor.service.dashboard.sessions import Session
 from arbor.service.dashboard.web import (
     Checked,
     DashboardRoute,
@@ -146,8 +147,7 @@ async def approve_run(
     reason: Annotated[str, Form(max_length=4000)] = "",
     node: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    return await _decide(request, run_id, session.can("run"), True, reason, node, session.name
-                         or session.key_id)
+    return await _decide(request, run_id, session, True, reason, node)
 
 
 @router.post("/runs/{run_id}/reject")
@@ -158,8 +158,7 @@ async def reject_run(
     reason: Annotated[str, Form(max_length=4000)] = "",
     node: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    return await _decide(request, run_id, session.can("run"), False, reason, node, session.name
-                         or session.key_id)
+    return await _decide(request, run_id, session, False, reason, node)
 
 
 @router.post("/runs/{run_id}/cancel")
@@ -173,14 +172,15 @@ async def cancel_run(request: Request, run_id: str, session: Checked) -> Respons
 async def _decide(
     request: Request,
     run_id: str,
-    allowed: bool,
+    session: Session,
     approved: bool,
     reason: str,
     node: str,
-    by: str,
 ) -> Response:
-    _require_run(allowed)
+    """Approve or reject, recorded under the session's key name (its id if unnamed)."""
+    _require_run(session.can("run"))
     runs = manager_of(dashboard_of(request))
+    by = session.name or session.key_id
     await runs.decide(run_id, approved, reason.strip(), by, node=node or None)
     return see_other(f"/runs/{run_id}")
 
