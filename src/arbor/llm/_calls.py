@@ -17,6 +17,7 @@ from opentelemetry.trace import Status, StatusCode
 from arbor.core.errors import ArborError
 from arbor.core.metrics import ModelMetrics
 from arbor.core.tracing import GenAI
+from arbor.llm._accounting import budget_scopes, record_usage
 from arbor.llm.budgets import BudgetReservation
 from arbor.llm.model import Model
 from arbor.llm.types import (
@@ -27,7 +28,6 @@ from arbor.llm.types import (
     ToolCall,
     Usage,
 )
-from arbor.llm.usage import UsageRecord
 
 if TYPE_CHECKING:
     from arbor.llm.client import LLMClient
@@ -87,17 +87,9 @@ class CallAccount:
     def reserve_tokens(self) -> int:
         return self.input_tokens() + (self.request.max_tokens or DEFAULT_OUTPUT_RESERVE)
 
-    def _scopes(self) -> list[str]:
-        ctx = self.request.context
-        scopes = ["global"]
-        scopes += [f"key:{ctx.key_id}"] if ctx.key_id else []
-        scopes += [f"run:{ctx.run_id}"] if ctx.run_id else []
-        scopes += [f"batch:{ctx.batch_id}"] if ctx.batch_id else []
-        return scopes
-
     def reserve_budget(self) -> None:
         budgets = self.client.budgets
-        scopes = self._scopes()
+        scopes = budget_scopes(self.request.context)
         if not budgets.has_limits(scopes):
             return
         provider, _, name = self.request.model.partition(":")
@@ -186,29 +178,16 @@ class CallAccount:
         cached: bool = False,
         response_id: str | None = None,
     ) -> None:
-        sink = self.client.usage_sink
-        if sink is None:
-            return
-        provider, _, name = self.request.model.partition(":")
-        ctx = self.request.context
-        sink.record(
-            UsageRecord(
-                provider=provider,
-                model=name,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_input_tokens=usage.cached_input_tokens,
-                cost_usd=cost,
-                latency_ms=latency_ms,
-                status=status,
-                cached=cached,
-                estimated=usage.estimated,
-                key_id=ctx.key_id,
-                agent_id=ctx.agent_id,
-                run_id=ctx.run_id,
-                batch_id=ctx.batch_id,
-                request_id=response_id,
-            )
+        record_usage(
+            self.client.usage_sink,
+            self.request.model,
+            self.request.context,
+            usage,
+            cost=cost,
+            latency_ms=latency_ms,
+            status=status,
+            cached=cached,
+            response_id=response_id,
         )
 
 

@@ -13,11 +13,11 @@ import time
 from typing import TYPE_CHECKING
 
 from arbor.core.errors import ArborError, ProviderError
+from arbor.llm._accounting import budget_scopes, record_usage
 from arbor.llm._attempts import AttemptRunner
 from arbor.llm.budgets import BudgetReservation
 from arbor.llm.model import EmbeddingModel, EmbeddingsNotSupportedError
 from arbor.llm.types import EmbeddingRequest, EmbeddingResponse, Message, Usage
-from arbor.llm.usage import UsageRecord
 
 if TYPE_CHECKING:
     from arbor.llm.client import LLMClient
@@ -25,15 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["embed_call"]
 
 Vectors = tuple[list[list[float]], Usage]
-
-
-def _scopes(request: EmbeddingRequest) -> list[str]:
-    ctx = request.context
-    scopes = ["global"]
-    scopes += [f"key:{ctx.key_id}"] if ctx.key_id else []
-    scopes += [f"run:{ctx.run_id}"] if ctx.run_id else []
-    scopes += [f"batch:{ctx.batch_id}"] if ctx.batch_id else []
-    return scopes
 
 
 def _kind(exc: BaseException) -> str:
@@ -63,7 +54,7 @@ async def embed_call(
         return estimate[0]
 
     budget: BudgetReservation | None = None
-    scopes = _scopes(request)
+    scopes = budget_scopes(request.context)
     if client.budgets.has_limits(scopes):
         cost_bound = client.prices.estimate(provider, name, input_tokens(), 0)
         budget = client.budgets.reserve(scopes, cost_bound)
@@ -120,26 +111,13 @@ def _record(
     latency_ms: float,
     status: str,
 ) -> None:
-    sink = client.usage_sink
-    if sink is None:
-        return
-    provider, _, name = request.model.partition(":")
-    ctx = request.context
-    sink.record(
-        UsageRecord(
-            provider=provider,
-            model=name,
-            input_tokens=usage.input_tokens,
-            output_tokens=0,
-            cached_input_tokens=0,
-            cost_usd=cost,
-            latency_ms=latency_ms,
-            status=status,
-            cached=False,
-            estimated=usage.estimated,
-            key_id=ctx.key_id,
-            agent_id=ctx.agent_id,
-            run_id=ctx.run_id,
-            batch_id=ctx.batch_id,
-        )
+    """Embeddings produce no output tokens and are never cached: only the input counts."""
+    record_usage(
+        client.usage_sink,
+        request.model,
+        request.context,
+        Usage(input_tokens=usage.input_tokens, estimated=usage.estimated),
+        cost=cost,
+        latency_ms=latency_ms,
+        status=status,
     )

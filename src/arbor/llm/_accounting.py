@@ -1,0 +1,60 @@
+"""Who pays for a call: the budget scopes it draws on and the usage row it leaves.
+
+Chat and embeddings calls go through different pipelines (``_calls`` and ``_embed``) but must
+attribute spend identically, or a key's budget and its usage report would disagree about
+which calls were its own; both take these two helpers from here.
+"""
+
+from __future__ import annotations
+
+from arbor.llm.types import CallContext, Usage
+from arbor.llm.usage import UsageRecord, UsageSink
+
+__all__ = ["budget_scopes", "record_usage"]
+
+
+def budget_scopes(ctx: CallContext) -> list[str]:
+    """``global`` plus one scope for each of the call's key, run and batch."""
+    scopes = ["global"]
+    scopes += [f"key:{ctx.key_id}"] if ctx.key_id else []
+    scopes += [f"run:{ctx.run_id}"] if ctx.run_id else []
+    scopes += [f"batch:{ctx.batch_id}"] if ctx.batch_id else []
+    return scopes
+
+
+def record_usage(
+    sink: UsageSink | None,
+    model: str,
+    ctx: CallContext,
+    usage: Usage,
+    *,
+    cost: float,
+    latency_ms: float,
+    status: str,
+    cached: bool = False,
+    response_id: str | None = None,
+) -> None:
+    """Hand one call's usage row to ``sink`` (nothing without one); ``model`` is
+    ``provider:name``."""
+    if sink is None:
+        return
+    provider, _, name = model.partition(":")
+    sink.record(
+        UsageRecord(
+            provider=provider,
+            model=name,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+            status=status,
+            cached=cached,
+            estimated=usage.estimated,
+            key_id=ctx.key_id,
+            agent_id=ctx.agent_id,
+            run_id=ctx.run_id,
+            batch_id=ctx.batch_id,
+            request_id=response_id,
+        )
+    )
