@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from arbor.service.dashboard.web import Dashboard, DashboardRoute, Viewer, dashboard_of
+from arbor.service.progress import NodeProgress, node_progress
 from arbor.service.runs import RunManager
 from arbor.store import ApprovalRecord, EventRecord, RunRecord, RunStatus
 
@@ -53,13 +54,6 @@ _QUIET_EVENTS = frozenset({"llm_call", "tool_call", "cli_options"})
 _MAX_EVENTS = 100_000
 _SETTLE_TRIES = 40
 _SETTLE_SECONDS = 0.05
-
-
-@dataclass(slots=True)
-class NodeProgress:
-    name: str
-    status: Literal["running", "finished", "waiting_approval", "failed", "cancelled"]
-    visits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,29 +88,6 @@ def manager_of(dash: Dashboard) -> RunManager:
     if runs is None:  # a context built without one: a wiring bug, not the user's fault
         raise RuntimeError("this service context has no RunManager")
     return runs
-
-
-def node_progress(
-    events: Sequence[EventRecord | EventRow], status: RunStatus
-) -> list[NodeProgress]:
-    """Each node's latest state and completed visits, in order of first appearance."""
-    nodes: dict[str, NodeProgress] = {}
-    for e in events:
-        if e.node is None:
-            continue
-        node = nodes.setdefault(e.node, NodeProgress(e.node, "running"))
-        if e.type == "node_started":
-            node.status = "running"
-        elif e.type == "node_finished":
-            node.status = "finished"
-            node.visits += 1
-        elif e.type == "approval_requested":
-            node.status = "waiting_approval"
-    if status in ("failed", "cancelled"):
-        for node in nodes.values():
-            if node.status in ("running", "waiting_approval"):
-                node.status = status
-    return list(nodes.values())
 
 
 async def run_view(runs: RunManager, run_id: str, hint: RunStatus | None = None) -> RunView:

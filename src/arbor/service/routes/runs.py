@@ -21,6 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey, RunKey
 from arbor.service.errors import InvalidRequestError
+from arbor.service.progress import node_progress
 from arbor.service.runs import RunManager
 from arbor.store import ApprovalRecord, EventRecord, RunRecord, RunStatus
 
@@ -248,24 +249,11 @@ def _approval(a: ApprovalRecord) -> ApprovalPublic:
 
 def _nodes(events: list[EventRecord], run: RunRecord) -> list[NodeSummary]:
     """Each node's latest status and completed visits, in order of first appearance."""
-    nodes: dict[str, NodeSummary] = {}
-    for e in events:
-        if e.node is None:
-            continue
-        node = nodes.setdefault(
-            e.node, NodeSummary(name=e.node, status="running", visits=0, last_event_at=e.created_at)
+    last_event_at = {e.node: e.created_at for e in events if e.node is not None}
+    return [
+        NodeSummary(
+            name=p.name, status=p.status, visits=p.visits, last_event_at=last_event_at[p.name]
         )
-        node.last_event_at = e.created_at
-        if e.type == "node_started":
-            node.status = "running"
-        elif e.type == "node_finished":
-            node.status = "finished"
-            node.visits += 1
-        elif e.type == "approval_requested":
-            node.status = "waiting_approval"
-    if run.status in ("failed", "cancelled"):
-        for node in nodes.values():
-            if node.status in ("running", "waiting_approval"):
-                node.status = run.status
-    return list(nodes.values())
+        for p in node_progress(events, run.status)
+    ]
 
