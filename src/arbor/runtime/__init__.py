@@ -1,15 +1,23 @@
 """The runtime layer: batches (datasets run through templates, agents or workflows) and
-the executors that run them. The local asyncio executor is the default; ``runtime``
-imports ``agents``, ``llm``, ``store`` and ``core``, never ``service``."""
+the executors that run them, and the sandbox. The local asyncio executor is the default;
+``runtime`` imports ``agents``, ``llm``, ``store`` and ``core``, never ``service``.
+
+Names load on first use, so importing a light submodule (``arbor.runtime.sandbox``) does
+not import the batch engine's database and agent stack.
+"""
 
 from __future__ import annotations
 
-from arbor.runtime.batches import BatchConflictError, BatchService, ExportFormat
-from arbor.runtime.datasets import DatasetError, read_dataset
-from arbor.runtime.executor import LiveProgress, LocalExecutor
-from arbor.runtime.items import ItemError, TemplateSyntaxError
-from arbor.runtime.pacing import PacedRateLimiter
-from arbor.runtime.spec import BatchOptions, BatchSpec
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from arbor.runtime.batches import BatchConflictError, BatchService, ExportFormat
+    from arbor.runtime.datasets import DatasetError, read_dataset
+    from arbor.runtime.executor import LiveProgress, LocalExecutor
+    from arbor.runtime.items import ItemError, TemplateSyntaxError
+    from arbor.runtime.pacing import PacedRateLimiter
+    from arbor.runtime.spec import BatchOptions, BatchSpec
 
 __all__ = [
     "BatchConflictError",
@@ -25,3 +33,27 @@ __all__ = [
     "TemplateSyntaxError",
     "read_dataset",
 ]
+
+_HOMES = {
+    "BatchConflictError": "batches",
+    "BatchService": "batches",
+    "ExportFormat": "batches",
+    "DatasetError": "datasets",
+    "read_dataset": "datasets",
+    "LiveProgress": "executor",
+    "LocalExecutor": "executor",
+    "ItemError": "items",
+    "TemplateSyntaxError": "items",
+    "PacedRateLimiter": "pacing",
+    "BatchOptions": "spec",
+    "BatchSpec": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'arbor.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"arbor.runtime.{module}"), name)
+    globals()[name] = value
+    return value
