@@ -83,8 +83,21 @@ class CallContext(_Model):
     batch_id: str | None = None
 
 
-class ChatRequest(_Model):
+class _Routed(_Model):
+    """A request naming its model as ``provider:name``; the pipeline routes on the parts."""
+
     model: str
+
+    @property
+    def provider(self) -> str:
+        return self.model.partition(":")[0]
+
+    @property
+    def model_name(self) -> str:
+        return self.model.partition(":")[2]
+
+
+class ChatRequest(_Routed):
     messages: list[Message]
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -98,14 +111,6 @@ class ChatRequest(_Model):
     #: Read the cache / write the cache. ``None`` = decide by settings and temperature.
     cache: bool | None = None
     context: CallContext = Field(default_factory=CallContext)
-
-    @property
-    def provider(self) -> str:
-        return self.model.partition(":")[0]
-
-    @property
-    def model_name(self) -> str:
-        return self.model.partition(":")[2]
 
     @property
     def is_sampling(self) -> bool:
@@ -160,24 +165,15 @@ class StreamChunk(_Model):
     cached: bool = False
 
 
-class EmbeddingRequest(_Model):
+class EmbeddingRequest(_Routed):
     """Texts to embed with one model; goes through the same limits, breaker, retries and
     usage accounting as a chat call (never through fallbacks: another model's vectors live
     in a different space)."""
 
-    model: str
     input: list[str] = Field(min_length=1)
     #: Output dimensions, for models that can shorten their vectors.
     dimensions: int | None = Field(None, ge=1)
     context: CallContext = Field(default_factory=CallContext)
-
-    @property
-    def provider(self) -> str:
-        return self.model.partition(":")[0]
-
-    @property
-    def model_name(self) -> str:
-        return self.model.partition(":")[2]
 
 
 class EmbeddingResponse(_Model):
