@@ -81,6 +81,23 @@ def test_in_memory_limiter_is_a_rate_limiter() -> None:
     assert issubclass(TokenLimitError, ArborError)
 
 
+@pytest.mark.parametrize(
+    "settings_",
+    [{"decrease": 0.0}, {"decrease": 1.5}, {"floor": 0.0}, {"floor": 2.0}, {"increase": -0.1}],
+)
+def test_aimd_settings_out_of_range_are_refused(settings_: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="0 < decrease <= 1"):
+        InMemoryRateLimiter(FakeClock(), **settings_)
+
+
+def test_a_request_that_can_never_fit_fails_at_once() -> None:
+    with pytest.raises(ValueError, match="tokens must be >= 0"):
+        RateLimiter._check_request(KEY, None, -1)
+    with pytest.raises(TokenLimitError, match="can never fit the limit of 100"):
+        RateLimiter._check_request(KEY, 100, 101)
+    RateLimiter._check_request(KEY, 100, 100)
+
+
 # ---- the guarantee, for random schedules --------------------------------------------------
 class Arrival(NamedTuple):
     gap: float  # since the previous arrival

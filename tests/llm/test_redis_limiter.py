@@ -134,6 +134,13 @@ async def test_a_request_larger_than_tpm_fails_at_once(redis: Redis, prefix: str
         await limiter.acquire("m", ModelLimits(tpm=10), 11)
 
 
+def test_aimd_settings_are_checked_like_the_in_memory_limiter(redis: Redis) -> None:
+    with pytest.raises(ValueError, match="0 < decrease <= 1"):
+        RedisRateLimiter(redis, SystemClock(), floor=0.0)
+    with pytest.raises(ValueError, match="window must be positive"):
+        RedisRateLimiter(redis, SystemClock(), window=0.0)
+
+
 async def test_penalize_holds_every_limiter_and_cuts_the_factor(
     redis_server_url: str, prefix: str
 ) -> None:

@@ -187,8 +187,7 @@ class RedisRateLimiter(RateLimiter):
         max_hold: float = 60.0,
         poll_interval: float = 0.25,
     ) -> None:
-        if not (0.0 < decrease <= 1.0 and 0.0 < floor <= 1.0 and increase >= 0.0):
-            raise ValueError("need 0 < decrease <= 1, 0 < floor <= 1 and increase >= 0")
+        self._check_aimd(decrease, increase, floor)
         if window <= 0.0:
             raise ValueError("window must be positive")
         self._redis = redis

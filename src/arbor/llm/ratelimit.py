@@ -98,6 +98,13 @@ class RateLimiter(ABC):
         """
 
     @staticmethod
+    def _check_aimd(decrease: float, increase: float, floor: float) -> None:
+        """The AIMD settings every backend accepts: a cut keeps some share, the floor is a
+        share of the limit, and recovery never lowers it."""
+        if not (0.0 < decrease <= 1.0 and 0.0 < floor <= 1.0 and increase >= 0.0):
+            raise ValueError("need 0 < decrease <= 1, 0 < floor <= 1 and increase >= 0")
+
+    @staticmethod
     def _check_request(key: str, tpm: int | None, tokens: int) -> None:
         """Fail at once on a request no wait could admit; every backend shares it so they
         reject the same requests with the same error."""
@@ -213,8 +220,7 @@ class InMemoryRateLimiter(RateLimiter):
         max_hold: float = 60.0,
         poll_interval: float = 0.25,
     ) -> None:
-        if not (0.0 < decrease <= 1.0 and 0.0 < floor <= 1.0 and increase >= 0.0):
-            raise ValueError("need 0 < decrease <= 1, 0 < floor <= 1 and increase >= 0")
+        self._check_aimd(decrease, increase, floor)
         self._clock = clock
         self._states: dict[str, _KeyState] = {}
         self._sweep_at = _SWEEP_MIN
