@@ -120,33 +120,10 @@ class SQLiteDirect:
         conn = self._inline
         if conn is None:  # closed between the open above and now
             raise _Busy()
-        try:
-            conn.execute(begin)
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            if _is_busy(exc):
-                raise _Busy() from exc
-            raise _translate(exc) from exc
-        except BaseException:
-            _rollback(conn)
-            raise
-        return result
+        return _transaction(conn, fn, begin, busy_to_worker=True)
 
     def _on_worker(self, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
-        conn = self._worker_connection()
-        try:
-            conn.execute(begin)
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            raise _translate(exc) from exc
-        except BaseException:
-            _rollback(conn)
-            raise
-        return result
+        return _transaction(self._worker_connection(), fn, begin, busy_to_worker=False)
 
     # ---- connections and WAL checkpoints -------------------------------------------------
 
@@ -204,6 +181,31 @@ class SQLiteDirect:
             self._worker_connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except (sqlite3.Error, DBAPIError) as exc:  # the next one will try again
             _log.warning("sqlite WAL checkpoint failed: %s", exc)
+
+
+def _transaction(
+    conn: sqlite3.Connection,
+    fn: Callable[[sqlite3.Connection], T],
+    begin: str,
+    *,
+    busy_to_worker: bool,
+) -> T:
+    """``begin``, ``fn``, COMMIT on ``conn``; any failure rolls back so the connection is
+    free again. With ``busy_to_worker`` (the inline attempt) a busy database raises _Busy, for
+    the caller to retry on the worker, instead of the translated error."""
+    try:
+        conn.execute(begin)
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(conn)
+        if busy_to_worker and _is_busy(exc):
+            raise _Busy() from exc
+        raise _translate(exc) from exc
+    except BaseException:
+        _rollback(conn)
+        raise
+    return result
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
