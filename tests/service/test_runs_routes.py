@@ -8,6 +8,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,8 +19,9 @@ from fastapi import FastAPI
 
 from arbor.llm.model import Model
 from arbor.service.context import ServiceContext
+from arbor.service.routes.runs import _nodes
 from arbor.service.runs import OPTIONS_EVENT, RunManager
-from arbor.store import RunRepository
+from arbor.store import EventRecord, RunRecord, RunRepository
 from arbor.testing import FunctionModel
 
 PROBLEM = "application/problem+json"
@@ -390,3 +392,24 @@ async def test_live_stream_under_uvicorn_arrives_as_it_happens_and_a_disconnect_
         server.should_exit = True
         await asyncio.wait_for(serving, 30)
         sock.close()
+
+
+def test_node_summaries_carry_each_nodes_latest_event_time() -> None:
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    steps = [("node_started", "write"), ("node_started", "review"), ("node_finished", "write")]
+    events = [
+        EventRecord(
+            id=f"evt_{i}", run_id="run_1", seq=i, type=t, node=n, data={},
+            created_at=t0 + timedelta(seconds=i),
+        )
+        for i, (t, n) in enumerate(steps, 1)
+    ]
+    run = RunRecord(
+        id="run_1", workflow="review", status="failed", input={}, output=None, error="boom",
+        current_node="review", parent_id=None, thread_id=None, created_at=t0, updated_at=t0,
+        finished_at=t0,
+    )
+    assert [(n.name, n.status, n.visits, n.last_event_at) for n in _nodes(events, run)] == [
+        ("write", "finished", 1, t0 + timedelta(seconds=3)),
+        ("review", "failed", 0, t0 + timedelta(seconds=2)),
+    ]
