@@ -225,3 +225,19 @@ async def test_first_start_saves_one_admin_key_readable_by_the_owner_only(
         assert len(await keys.list()) == 1 and saved.read_text().strip() == secret
     finally:
         await db.dispose()
+
+
+def test_settle_heap_freezes_startup_objects_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    from arbor.service.cli.serve import settle_heap
+
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 10_000  # this test process's imports, at least
+        assert gc.get_threshold()[0] > before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert gc.get_freeze_count() == 0

@@ -14,6 +14,7 @@ the dashboard, so an admin key is created once and written to ``$ARBOR_HOME/admi
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from pathlib import Path
@@ -35,7 +36,7 @@ from arbor.service.cli._common import (
 if TYPE_CHECKING:
     from arbor.store.keys import KeyRepository
 
-__all__ = ["first_admin_key", "serve"]
+__all__ = ["first_admin_key", "serve", "settle_heap"]
 
 
 def serve(
@@ -98,6 +99,7 @@ def _run(settings: Settings, host: str, port: int) -> bool:
                     )
             if not stop:
                 config.app = create_app(ctx)
+                settle_heap()
                 await server.serve()
         finally:
             await ctx.aclose()
@@ -110,6 +112,25 @@ def _run(settings: Settings, host: str, port: int) -> bool:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return server.started or bool(stop)
+
+
+#: Young-generation threshold while serving (CPython's default is 700), then gen1/gen2.
+_GC_THRESHOLDS = (7000, 20, 20)
+
+
+def settle_heap() -> None:
+    """Collect once, freeze what start-up built, and collect the young generation less often.
+
+    Why: a proxied request allocates thousands of short-lived objects, so with CPython's
+    defaults the collector runs every few hundred allocations and every few hundred requests
+    a full pass walks the ~230k objects that imports, the app and the context left behind
+    (~150 ms with the loop stopped). Frozen, those are never walked again. Measured with
+    ``arbor bench gateway``: CPU per proxied request ~990 -> ~640 us, p99 at c=50
+    ~300 -> ~100 ms, same resident memory.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
 
 
 async def first_admin_key(keys: KeyRepository, home: Path) -> Path | None:
