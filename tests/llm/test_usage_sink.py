@@ -55,3 +55,29 @@ async def test_sink_keeps_records_when_a_write_fails(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         sink.record(UsageRecord(provider="test", model="a"))
     await db.dispose()
+
+
+async def test_a_flush_writes_only_what_was_pending_when_it_began(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    await migrate(db)
+    repo = UsageRepository(db)
+    sink = StoreUsageSink(repo, interval=3600, batch_size=10)
+    real_add_many = repo.add_many
+    batches: list[int] = []
+
+    async def recording(records: list[UsageRecord]) -> None:
+        batches.append(len(records))
+        # traffic keeps arriving while the write is in flight
+        sink.record(UsageRecord(provider="test", model="a"))
+        await real_add_many(records)
+
+    repo.add_many = recording  # type: ignore[method-assign]
+    for _ in range(6):
+        sink.record(UsageRecord(provider="test", model="a"))
+    # Not chasing the records that arrive meanwhile (the old loop never ended here).
+    assert await asyncio.wait_for(sink.flush(), 5) == 6
+    assert batches == [6]
+    repo.add_many = real_add_many  # type: ignore[method-assign]
+    await sink.aclose()  # the one that arrived during the flush is written on close
+    assert len(await repo.records(limit=100)) == 7
+    await db.dispose()

@@ -74,10 +74,13 @@ class StoreUsageSink:
             self._wake.set()
 
     async def flush(self) -> int:
-        """Write everything buffered now; returns how many records were written."""
+        """Write what is buffered when it starts (records arriving meanwhile wait for the
+        next flush, so steady traffic is written in full batches, not a stream of tiny
+        ones); returns how many records were written."""
+        pending = len(self._buffer)
         written = 0
-        while self._buffer:
-            batch = self._buffer[: self._batch_size]
+        while written < pending and self._buffer:
+            batch = self._buffer[: min(self._batch_size, pending - written)]
             await self._repo.add_many(batch)
             del self._buffer[: len(batch)]
             written += len(batch)
