@@ -72,6 +72,25 @@ async def test_retriable_failures_requeue_until_max_attempts(
     assert seen["Q: never"] == 6  # 3 claims x 2 LLM attempts
 
 
+async def test_an_upstream_that_stays_down_fails_items_instead_of_hanging(
+    make_service: MakeService, tmp_path: Path
+) -> None:
+    def down(request: ChatRequest) -> str:
+        raise ProviderHTTPError("bad gateway", status_code=502)
+
+    service = make_service(
+        {"test:f": FunctionModel(down)},
+        llm={"breaker": {"failure_threshold": 1, "reset_timeout": 0.01}},
+    )
+    rows = [{"q": i} for i in range(3)]
+    batch = await service.create(write_jsonl(tmp_path / "d.jsonl", rows), _spec(max_attempts=2))
+    done = await asyncio.wait_for(service.run(batch.id), 60)
+    assert done.status == "succeeded"  # finished: every item accounted for
+    items = [i async for i in service.iter_items(batch.id)]
+    assert [(i.status, i.attempts) for i in items] == [("failed", 2)] * 3
+    assert all(i.error and ("bad gateway" in i.error or "circuit" in i.error) for i in items)
+
+
 async def test_a_missing_template_variable_fails_that_item_only(
     make_service: MakeService, tmp_path: Path
 ) -> None:

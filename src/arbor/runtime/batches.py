@@ -5,7 +5,8 @@ workflow is known, the model id is well formed), creates it from a dataset file 
 iterable of rows, runs or resumes it with the :class:`~arbor.runtime.executor.LocalExecutor`,
 pauses, cancels and exports it.
 
-Each run gets its own :class:`~arbor.llm.client.LLMClient` built from the settings, with
+Each run gets its own :class:`~arbor.llm.client.LLMClient` built from the settings (through
+:func:`~arbor.llm.redis_backends.build_client`: Redis-backed limits when configured), with
 the batch's ``rpm``/``tpm`` registered as the limits of its model (lower than configured
 ones never raised), a :class:`~arbor.runtime.pacing.PacedRateLimiter` in front of the
 sliding-window limiter, and the batch's budget as the ``batch:<id>`` scope seeded with what
@@ -32,7 +33,7 @@ from arbor.core.config import ModelLimits, Settings
 from arbor.core.errors import ArborError
 from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
-from arbor.llm.ratelimit import InMemoryRateLimiter
+from arbor.llm.redis_backends import build_client
 from arbor.llm.usage import StoreUsageSink
 from arbor.runtime.datasets import DatasetFormat, read_dataset
 from arbor.runtime.executor import LocalExecutor
@@ -142,12 +143,13 @@ class BatchService:
         spec = BatchSpec.model_validate(record.spec)
         settings = _with_batch_limits(self.settings, spec)
         clock = SystemClock()
-        client = LLMClient(
+        client = await build_client(
             settings,
             models=self.models,
             clock=clock,
-            limiter=PacedRateLimiter(InMemoryRateLimiter(clock), clock),
             usage_sink=StoreUsageSink(UsageRepository(self.db)),
+            # Pacing over the configured limiter: in-process, or Redis shared by workers.
+            wrap_limiter=lambda inner: PacedRateLimiter(inner, clock),
         )
         try:
             if spec.kind == "template":  # resolve the provider now: an unknown model fails

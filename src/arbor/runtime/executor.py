@@ -11,7 +11,9 @@ What happens to an item whose call fails:
 - a provider error that is worth repeating (5xx, 429, timeouts, resets; the LLM layer has
   already retried it) sends the item back to pending until it has had ``max_attempts``
   claims, then fails it with the last reason;
-- an open circuit waits until the breaker allows a trial, without using an attempt;
+- an open circuit waits until the breaker allows a trial, without using an attempt (after
+  a dozen such waits in one claim it counts as a failed try, so an upstream that stays
+  down ends with failed items instead of a batch that never finishes);
 - an exhausted budget hands the item back untouched and pauses the batch (reason
   ``budget``): what is in flight finishes, the rest stays pending;
 - anything else fails the item with its reason; the batch goes on.
@@ -47,6 +49,9 @@ log = structlog.get_logger("arbor.runtime")
 StopReason = Literal["budget", "paused", "cancelled"]
 #: Longest wait for an open circuit before trying an item again.
 _MAX_CIRCUIT_WAIT = 5.0
+#: Open-circuit waits one claim of an item sits through before it counts as a failed try
+#: (an upstream that stays down must not hold items forever).
+_MAX_CIRCUIT_WAITS = 12
 #: How often the heartbeat looks at the batch row (and renews leases at least this often).
 _MAX_HEARTBEAT = 1.0
 _REDACTOR = Redactor()
@@ -172,7 +177,10 @@ class LocalExecutor:
             if self._active:
                 await asyncio.wait(self._active, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            if not await self._others_running():
+            if await self._others_running():
+                continue
+            # Nothing runs anywhere; an item released after our last claim is pending again.
+            if (await self.repo.progress(self.batch_id)).pending == 0:
                 return
 
     async def _others_running(self) -> bool:
@@ -203,6 +211,7 @@ class LocalExecutor:
             await self.repo.set_run_id(self.batch_id, claimed.item, self.owner, run_id)
 
         run_id = claimed.run_id
+        circuit_waits = 0
         while True:
             try:
                 output = await self.runner.run(
@@ -212,6 +221,10 @@ class LocalExecutor:
                 if self.stop_reason is not None:
                     await self._release(claimed, None, uncount=True)
                     return
+                circuit_waits += 1
+                if circuit_waits > _MAX_CIRCUIT_WAITS:  # a long outage: this try is over
+                    await self._retry_or_fail(claimed, _reason(exc), metered.outcome(None))
+                    return
                 await self._clock.sleep(min(max(exc.retry_after or 1.0, 0.05), _MAX_CIRCUIT_WAIT))
                 continue
             except BudgetExceededError:
@@ -219,12 +232,10 @@ class LocalExecutor:
                 self.stop("budget")
                 return
             except ProviderError as exc:
-                reason = _reason(exc)
-                if exc.retriable and claimed.attempts < limit:
-                    self.progress.retried += 1
-                    await self._release(claimed, reason, uncount=False)
+                if exc.retriable:
+                    await self._retry_or_fail(claimed, _reason(exc), metered.outcome(None))
                 else:
-                    await self._fail(claimed, reason, metered.outcome(None))
+                    await self._fail(claimed, _reason(exc), metered.outcome(None))
                 return
             except ArborError as exc:
                 await self._fail(claimed, _reason(exc), metered.outcome(None))
@@ -235,6 +246,16 @@ class LocalExecutor:
                 return
             await self._succeed(claimed, metered.outcome(output))
             return
+
+    async def _retry_or_fail(
+        self, claimed: ClaimedItem, reason: str, outcome: ItemOutcome
+    ) -> None:
+        """Back to pending for another claim, or failed once it had ``max_attempts``."""
+        if claimed.attempts < self.options.max_attempts:
+            self.progress.retried += 1
+            await self._release(claimed, reason, uncount=False)
+        else:
+            await self._fail(claimed, reason, outcome)
 
     async def _succeed(self, claimed: ClaimedItem, outcome: ItemOutcome) -> None:
         written = await self.repo.complete(
