@@ -133,7 +133,10 @@ def _isolate(spec: dict[str, Any]) -> None:
     workspace: str = spec["workspace"]
     hidden: list[str] = [p for p in spec["hide"] if os.path.isdir(p)]
     hidden_files: list[str] = [p for p in spec["hide"] if os.path.isfile(p)]
-    exposed: list[str] = [p for p in spec["expose"] if _under(p, hidden) and os.path.isdir(p)]
+    # The interpreter may live under a hidden directory or under /tmp (a checkout there, its
+    # .venv): both are replaced below, so it is bound back read-only.
+    replaced = [*hidden, "/tmp"]
+    exposed: list[str] = [p for p in spec["expose"] if _under(p, replaced) and os.path.isdir(p)]
     chown_tree(workspace, spec["uid"], spec["gid"])
     host_mounts = _mount_points()
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare(CLONE_NEWNS|CLONE_NEWNET)")
