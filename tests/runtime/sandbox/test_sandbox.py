@@ -380,3 +380,35 @@ async def test_cancelling_the_caller_kills_the_run(tmp_path: Path) -> None:
         await task
     assert processes_of(uid) == []
     assert os.lstat(tmp_path).st_uid == os.geteuid()
+
+
+
+@pytest.fixture
+def tmp_tools() -> Iterator[Path]:
+    """A directory under the host's /tmp, as a checkout's .venv there would be."""
+    tools = Path(tempfile.mkdtemp(dir="/tmp", prefix="arbor-venv-"))
+    tools.chmod(0o755)
+    (tools / "marker.txt").write_text("interpreter files")
+    (tools / "marker.txt").chmod(0o644)
+    yield tools
+    shutil.rmtree(tools)
+
+
+async def test_an_exposed_directory_under_tmp_is_bound_back_read_only(
+    tmp_path: Path, tmp_tools: Path
+) -> None:
+    """A checkout under /tmp keeps its .venv usable inside the run's private /tmp."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    config = SandboxConfig(expose=(*SandboxConfig().expose, str(tmp_tools)))
+    script = (
+        f"print(open({str(tmp_tools / 'marker.txt')!r}).read())\n"
+        "try:\n"
+        f"    open({str(tmp_tools / 'new.txt')!r}, 'w')\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.errno)\n"
+    )
+    result = await Sandbox(config).run([PY, "-c", script], workspace)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == ["interpreter files", "refused 30"]  # EROFS
+    assert not (tmp_tools / "new.txt").exists()
