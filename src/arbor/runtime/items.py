@@ -15,7 +15,7 @@ errors propagate so the executor can tell retriable ones and budget exhaustion a
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,7 +29,8 @@ from arbor.agents.workflow.runner import WorkflowRunner
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.core.errors import ArborError
 from arbor.llm.client import LLMClient
-from arbor.llm.types import CallContext, ChatRequest, ChatResponse, Message, StreamChunk
+from arbor.llm.types import CallContext, ChatRequest, Message, Usage
+from arbor.llm.view import ClientView
 
 __all__ = [
     "AgentItems",
@@ -75,7 +76,7 @@ class ItemRunner(Protocol):
         """The item's output (JSON-able); raises ItemError or a provider error."""
 
 
-class MeteredClient(LLMClient):
+class MeteredClient(ClientView):
     """``base`` for one item: stamps ``batch_id`` and counts tokens and cost of its calls.
 
     Shares every part of ``base`` (limiter, breakers, budgets, cache, usage sink); closing
@@ -83,60 +84,19 @@ class MeteredClient(LLMClient):
     """
 
     def __init__(self, base: LLMClient, batch_id: str) -> None:
-        # Deliberately no super().__init__(): the view must share the base's objects.
-        self.__dict__.update(base.__dict__)
+        super().__init__(base, batch_id=batch_id)
         self.batch_id = batch_id
         self.input_tokens = 0
         self.output_tokens = 0
         self.cost_usd = 0.0
 
-    async def complete(
-        self,
-        request: ChatRequest | None = None,
-        /,
-        *,
-        model: str | None = None,
-        messages: str | Sequence[Message | Mapping[str, Any]] | None = None,
-        **params: Any,
-    ) -> ChatResponse:
-        req = request or self._request(model, messages, params)
-        response = await super().complete(self._stamp(req))
-        self._count(response.usage.input_tokens, response.usage.output_tokens, response.cost_usd)
-        return response
-
-    async def stream(
-        self,
-        request: ChatRequest | None = None,
-        /,
-        *,
-        model: str | None = None,
-        messages: str | Sequence[Message | Mapping[str, Any]] | None = None,
-        **params: Any,
-    ) -> AsyncIterator[StreamChunk]:
-        req = request or self._request(model, messages, params)
-        async for chunk in super().stream(self._stamp(req)):
-            if chunk.usage is not None:
-                self._count(
-                    chunk.usage.input_tokens, chunk.usage.output_tokens, chunk.cost_usd or 0.0
-                )
-            yield chunk
-
-    async def aclose(self) -> None:
-        """Nothing to release: the base client owns every resource."""
-
     def outcome(self, output: Any) -> ItemOutcome:
         return ItemOutcome(output, self.input_tokens, self.output_tokens, self.cost_usd)
 
-    def _count(self, input_tokens: int, output_tokens: int, cost: float) -> None:
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
-        self.cost_usd += cost
-
-    def _stamp(self, req: ChatRequest) -> ChatRequest:
-        if req.context.batch_id is not None:
-            return req
-        context = req.context.model_copy(update={"batch_id": self.batch_id})
-        return req.model_copy(update={"context": context})
+    def _observe(self, usage: Usage, cost_usd: float) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cost_usd += cost_usd
 
 
 # ---- templates --------------------------------------------------------------------------
