@@ -18,7 +18,7 @@ uv:
 # The venv is rebuilt whenever the lock changes; uv caches built wheels (llama-cpp-python
 # takes ~5 minutes to build once per machine).
 $(VENV)/.synced: pyproject.toml uv.lock | uv
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen --all-groups --all-extras
 	@touch $@
 
 deps: $(VENV)/.synced
