@@ -88,7 +88,9 @@ def _run(settings: Settings, host: str, port: int) -> bool:
         stop.append(signum)
 
     async def main() -> None:
-        ctx = await open_context(settings)
+        from arbor.apps.catalogue import app_workflows  # the CLI composes apps into the service
+
+        ctx = await open_context(settings, workflows=app_workflows())
         try:
             if settings.admin_key is None:
                 saved = await first_admin_key(ctx.keys, settings.home)
