@@ -12,6 +12,7 @@ import arbor.store.engine
 import arbor.store.events
 import arbor.store.keys
 import arbor.store.migrator
+import arbor.store.run_leases
 import arbor.store.runs
 import arbor.store.tables
 import arbor.store.usage
@@ -32,6 +33,7 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
         "events",
         "keys",
         "migrator",
+        "run_leases",
         "runs",
         "tables",
         "usage",
@@ -46,6 +48,7 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
         arbor.store.events,
         arbor.store.keys,
         arbor.store.migrator,
+        arbor.store.run_leases,
         arbor.store.runs,
         arbor.store.tables,
         arbor.store.usage,
@@ -78,4 +81,4 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (STORE / "migrations" / "versions" / "0001_usage_records.py").is_file()
     assert (STORE / "migrations" / "versions" / "0002_agents_runs.py").is_file()
     assert (STORE / "migrations" / "versions" / "0003_api_keys.py").is_file()
-    assert arbor.store.head_revision() == "0004"
+    assert arbor.store.head_revision() == "0005"

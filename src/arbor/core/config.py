@@ -153,6 +153,11 @@ class ServiceSettings(_Section):
     #: applies to the next request. With a remote PostgreSQL a second or so saves a round
     #: trip per request; changes made through this process still apply at once.
     key_cache_seconds: float = Field(0.0, ge=0, le=60)
+    #: How long a server's claim on a workflow run lasts unless renewed (it renews every
+    #: third of it); a run whose server died is taken over by another one after this.
+    run_lease_seconds: float = Field(30.0, gt=0)
+    #: How often a server looks for runs nobody drives (their lease expired) to take over.
+    run_sweep_seconds: float = Field(10.0, gt=0)
 
     @field_validator("cors_origins")
     @classmethod

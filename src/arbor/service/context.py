@@ -124,7 +124,13 @@ async def open_context(
             keys, client, usage, cache_seconds=settings.service.key_cache_seconds
         ),
         redactor=Redactor(secrets),
-        runs=RunManager(checkpoints, client, workflows=workflows),
+        runs=RunManager(
+            checkpoints,
+            client,
+            workflows=workflows,
+            lease_seconds=settings.service.run_lease_seconds,
+            sweep_seconds=settings.service.run_sweep_seconds,
+        ),
     )
 
 

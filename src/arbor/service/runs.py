@@ -10,6 +10,12 @@ resume, whether by this server after a restart, after an approval, or by ``arbor
 Shutdown (:meth:`RunManager.aclose`) stops the tasks without touching the runs' status: they
 stay ``running``/``pending`` and :meth:`RunManager.resume_interrupted` continues them at the
 next start, from their last checkpoint, without repeating completed nodes.
+
+Several processes may serve one database. A process drives a run only while it holds the
+run's lease (:mod:`arbor.service.run_leases`), taken atomically before it starts, renewed while
+it runs and released when it stops; a run whose driver died is taken over by another process's
+periodic sweep once the lease expires. Cancelling or deciding a run works from any process:
+the driver notices a cancel before its next node (or at its next renewal) and stops.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -33,7 +40,10 @@ from arbor.core.logging import Redactor
 from arbor.llm.client import LLMClient
 from arbor.service.errors import ConflictError, InvalidRequestError
 from arbor.service.keyed import for_key
+from arbor.service.run_leases import LeaseKeeper, new_owner
 from arbor.store import RunRecord, RunStatus
+from arbor.store._util import utcnow
+from arbor.store.run_leases import RunLeases
 from arbor.store.runs import TERMINAL_STATUSES
 
 __all__ = [
@@ -52,6 +62,7 @@ WorkflowFactory = Callable[[str | None], Workflow[Any]]
 #: The first event of a run, holding its options; the same name ``arbor run`` uses.
 OPTIONS_EVENT = "cli_options"
 _ACTIVE: tuple[RunStatus, ...] = ("pending", "running", "waiting_approval")
+_WAITING: tuple[RunStatus, ...] = ("waiting_approval",)
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_.-]+:\S+$")
 _REDACTOR = Redactor()
 
@@ -86,6 +97,10 @@ class RunManager:
 
     ``workflows`` adds factories to the built-in catalogue (they win over built-ins of the
     same name), so tests and applications can serve their own graphs.
+
+    A run is driven under a lease of ``lease_seconds`` held by ``owner`` (default: unique to
+    this manager). With ``sweep_seconds``, :meth:`resume_interrupted` also starts a sweep
+    that repeats it every ``sweep_seconds``, taking over runs whose driver died.
     """
 
     def __init__(
@@ -94,11 +109,23 @@ class RunManager:
         client: LLMClient | None,
         *,
         workflows: Mapping[str, WorkflowFactory] | None = None,
+        lease_seconds: float = 30.0,
+        sweep_seconds: float | None = None,
+        owner: str | None = None,
     ) -> None:
+        if not lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be more than 0, not {lease_seconds}")
+        if sweep_seconds is not None and not sweep_seconds > 0:
+            raise ValueError(f"sweep_seconds must be more than 0, not {sweep_seconds}")
         self.store = store
         self.client = client
+        self.leases = RunLeases(store.db)
+        self.owner = owner or new_owner()
+        self.lease_seconds = lease_seconds
+        self.sweep_seconds = sweep_seconds
         self._workflows = dict(workflows or {})
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
     # ---- catalogue ----------------------------------------------------------------------
@@ -139,15 +166,18 @@ class RunManager:
             raise RunInputError(str(exc), field="workflow") from None
         state = _validate(wf.state_type, input)
         options = RunOptions(model, key_id)
-        runner = self._runner(wf, options)  # checks the graph before anything is stored
-        run_id = await self.store.create_run(wf.name, state.model_dump(mode="json"))
+        self._runner(wf, options)  # checks the graph before anything is stored
+        # Created already leased to this process: no sweep elsewhere can take it first.
+        lease = (self.owner, utcnow() + timedelta(seconds=self.lease_seconds))
+        run = await self.store.runs.create(wf.name, state.model_dump(mode="json"), lease=lease)
         data = {"model": model, "key_id": key_id}
-        await self.store.append_event(run_id, RunEvent(OPTIONS_EVENT, data=data))
-        self._spawn(run_id, runner)
-        return run_id
+        await self.store.append_event(run.id, RunEvent(OPTIONS_EVENT, data=data))
+        self._spawn(run.id, wf, options)
+        return run.id
 
     async def resume(self, run_id: str) -> None:
-        """Drive a stored, unfinished run again (with the options it was started with)."""
+        """Drive a stored, unfinished run again (with the options it was started with).
+        RunConflictError if it is finished, or driven here or by another process."""
         self._check_open()
         if self.active(run_id):
             raise RunConflictError(f"run {run_id!r} is already running", run_id=run_id)
@@ -155,25 +185,46 @@ class RunManager:
         if run.status in TERMINAL_STATUSES:
             raise RunConflictError(f"run {run_id!r} is {run.status}", run_id=run_id)
         options = await self.options(run_id)
-        self._spawn(run_id, self._runner(self.workflow(run.workflow, options.model), options))
+        wf = self.workflow(run.workflow, options.model)  # NotFoundError before any lease
+        if not await self.leases.acquire(run_id, self.owner, self.lease_seconds):
+            raise RunConflictError(f"run {run_id!r} is being run by another process", run_id=run_id)
+        self._spawn(run_id, wf, options)
 
     async def resume_interrupted(self) -> list[str]:
-        """Resume every run a dead process left ``pending`` or ``running`` (called at
-        start-up); returns their ids. Runs of workflows this server does not know are left
-        alone, with a warning."""
+        """Resume every ``pending`` or ``running`` run nobody drives (no lease, or its
+        holder died and the lease expired); returns their ids. Called at start-up; with
+        ``sweep_seconds`` it then repeats in the background. Runs of workflows this server
+        does not know are left alone, with a warning; runs another process took first are
+        skipped."""
+        resumed = await self._sweep_once()
+        if self.sweep_seconds is not None and self._sweeper is None and not self._closed:
+            self._sweeper = asyncio.create_task(self._sweep(self.sweep_seconds), name="run-sweep")
+        return resumed
+
+    async def _sweep_once(self) -> list[str]:
         resumed: list[str] = []
-        for run in await self.store.runs.resumable():
-            if self.active(run.id):
+        for run_id in await self.leases.claimable(self.owner):
+            if self.active(run_id):
                 continue
             try:
-                await self.resume(run.id)
+                await self.resume(run_id)
             except NotFoundError as exc:
-                log.warning("run.resume_skipped", run_id=run.id, reason=str(exc))
+                log.warning("run.resume_skipped", run_id=run_id, reason=str(exc))
                 continue
-            resumed.append(run.id)
+            except RunConflictError:  # another process took it (or it ended) meanwhile
+                continue
+            resumed.append(run_id)
         if resumed:
             log.info("run.resumed_interrupted", count=len(resumed), run_ids=resumed)
         return resumed
+
+    async def _sweep(self, every: float) -> None:
+        while not self._closed:
+            await asyncio.sleep(every)
+            try:
+                await self._sweep_once()
+            except Exception:  # the database hiccuped: try again next time
+                log.warning("run.sweep_failed", exc_info=True)
 
     async def options(self, run_id: str) -> RunOptions:
         """The model and key a run was started with (both None if it has no options event,
@@ -192,12 +243,19 @@ class RunManager:
         task = self._tasks.get(run_id)
         return task is not None and not task.done()
 
-    def _runner(self, wf: Workflow[Any], options: RunOptions) -> WorkflowRunner[Any]:
+    def _runner(
+        self, wf: Workflow[Any], options: RunOptions, keeper: LeaseKeeper | None = None
+    ) -> WorkflowRunner[Any]:
         client = for_key(self.client, options.key_id) if self.client is not None else None
-        return WorkflowRunner(wf, self.store, client=client)
+        plugins = [keeper] if keeper is not None else []
+        return WorkflowRunner(wf, self.store, client=client, plugins=plugins)
 
-    def _spawn(self, run_id: str, runner: WorkflowRunner[Any]) -> None:
-        task = asyncio.create_task(self._drive(runner, run_id), name=f"run:{run_id}")
+    def _spawn(self, run_id: str, wf: Workflow[Any], options: RunOptions) -> None:
+        """Drive the run in a task, under the lease this process already holds."""
+        keeper = LeaseKeeper(self.leases, self.store, run_id, self.owner, self.lease_seconds)
+        runner = self._runner(wf, options, keeper)
+        task = asyncio.create_task(self._drive(runner, run_id, keeper), name=f"run:{run_id}")
+        keeper.start(task)
         self._tasks[run_id] = task
         task.add_done_callback(lambda t: self._forget(run_id, t))
 
@@ -205,18 +263,34 @@ class RunManager:
         if self._tasks.get(run_id) is task:
             del self._tasks[run_id]
 
-    async def _drive(self, runner: WorkflowRunner[Any], run_id: str) -> None:
-        """Run to the next stop. A node's failure is recorded by the runner; anything that
-        escapes it (the database went away, a bug) is logged and fails the run here.
-        Cancellation propagates untouched: the caller decides what it means."""
+    async def _drive(self, runner: WorkflowRunner[Any], run_id: str, keeper: LeaseKeeper) -> None:
+        """Run to the next stop, then release the lease. A node's failure is recorded by
+        the runner; anything that escapes it (the database went away, a bug) is logged and
+        fails the run here, unless another process ended the run meanwhile. Cancellation
+        propagates untouched: the caller decides what it means."""
         try:
             result = await runner.resume(run_id)
             log.info("run.stopped", run_id=run_id, status=result.status)
         except Exception as exc:
+            if await self._ended_elsewhere(run_id, keeper):
+                log.info("run.stopped_elsewhere", run_id=run_id, reason=str(exc))
+                return
             log.exception("run.crashed", run_id=run_id)
             kind = exc.kind if isinstance(exc, ArborError) else type(exc).__name__
             # Shown by the API: scrubbed of anything secret-shaped (URLs with passwords...).
             await self._mark_failed(run_id, _REDACTOR.text(f"{kind}: {exc}"))
+        finally:
+            await keeper.stop()
+
+    async def _ended_elsewhere(self, run_id: str, keeper: LeaseKeeper) -> bool:
+        """Whether the run was taken over, cancelled or finished by another process (the
+        runner's late write then failed: nothing to record)."""
+        if keeper.lost:
+            return True
+        try:
+            return (await self.store.runs.get(run_id)).status in TERMINAL_STATUSES
+        except Exception:
+            return False
 
     async def _mark_failed(self, run_id: str, message: str) -> None:
         try:
@@ -285,7 +359,13 @@ class RunManager:
         if self.active(run_id):  # the task is still writing its pause: let it stop first
             await self.wait(run_id)
         await self.store.decide_approval(run_id, target, approved, reason, by=by)
-        await self.resume(run_id)
+        try:
+            await self.resume(run_id)
+        except RunConflictError:
+            # Its driver elsewhere has not let go yet (it is still writing the pause): hand
+            # the run to the sweep, which continues it once that lease is released.
+            await self.store.runs.update(run_id, status="pending", only_from=_WAITING)
+            log.info("run.decided_resume_deferred", run_id=run_id)
         log.info("run.decided", run_id=run_id, node=target, approved=approved, by=by)
         return target
 
@@ -309,6 +389,10 @@ class RunManager:
     async def aclose(self) -> None:
         """Stop every task without changing any run's status, so they resume next start."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

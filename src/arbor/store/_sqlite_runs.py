@@ -50,7 +50,10 @@ _RUN_COLUMNS = (
     "id, workflow, status, input, output, error, current_node, parent_id, thread_id, "
     "created_at, updated_at, finished_at"
 )
-_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_RUN = (
+    f"INSERT INTO runs ({_RUN_COLUMNS}, lease_owner, lease_expires_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?"
 _UPDATE_RUN = (
     "UPDATE runs SET status = ?, output = ?, error = ?, current_node = ?, updated_at = ?, "
@@ -73,9 +76,7 @@ _INSERT_OUTPUT = (
     "INSERT INTO idempotency_records (run_id, key, value, created_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (run_id, key) DO NOTHING"
 )
-_SELECT_OUTPUT = (
-    "SELECT value, created_at FROM idempotency_records WHERE run_id = ? AND key = ?"
-)
+_SELECT_OUTPUT = "SELECT value, created_at FROM idempotency_records WHERE run_id = ? AND key = ?"
 _EVENT_POSITION = (
     "SELECT (SELECT 1 FROM runs WHERE id = ?), "
     "(SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?)"
@@ -89,7 +90,11 @@ _INSERT_EVENT = (
 # ---- runs ----------------------------------------------------------------------------------
 
 
-def insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+def insert_run(
+    conn: sqlite3.Connection, run: RunRecord, lease: tuple[str, datetime] | None = None
+) -> None:
+    """The run, leased to ``lease`` (owner, expiry) when given."""
+    owner, expires = lease if lease is not None else (None, None)
     conn.execute(
         _INSERT_RUN,
         (
@@ -105,6 +110,8 @@ def insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
             _ts(run.created_at),
             _ts(run.updated_at),
             None if run.finished_at is None else _ts(run.finished_at),
+            owner,
+            None if expires is None else _ts(expires),
         ),
     )
 
@@ -240,9 +247,7 @@ def get_idempotent(conn: sqlite3.Connection, run_id: str, key: str) -> Idempoten
     if row is None:
         return None
     value, created_at = row
-    return IdempotentRecord(
-        run_id=run_id, key=key, value=_load(value), created_at=_dt(created_at)
-    )
+    return IdempotentRecord(run_id=run_id, key=key, value=_load(value), created_at=_dt(created_at))
 
 
 def record_idempotent(

@@ -100,7 +100,11 @@ class RunRepository:
         thread_id: str | None = None,
         run_id: str | None = None,
         created_at: datetime | None = None,
+        lease: tuple[str, datetime] | None = None,
     ) -> RunRecord:
+        """A new run; ``lease`` (owner, expiry) creates it already leased to the process
+        that will drive it, so no other process can take it over in between (see
+        :mod:`arbor.store.run_leases`)."""
         check_status(status)
         now = aware("created_at", created_at) if created_at is not None else utcnow()
         run = RunRecord(
@@ -118,10 +122,12 @@ class RunRepository:
             finished_at=now if status in TERMINAL_STATUSES else None,
         )
         if (direct := self._db.direct) is not None:
-            await direct.write(partial(direct_sql.insert_run, run=run))
+            await direct.write(partial(direct_sql.insert_run, run=run, lease=lease))
             return run
+        owner, expires = lease if lease is not None else (None, None)
         async with self._db.session() as session:
-            session.add(RunRow(**{f: getattr(run, f) for f in _RUN_FIELDS}))
+            fields = {f: getattr(run, f) for f in _RUN_FIELDS}
+            session.add(RunRow(**fields, lease_owner=owner, lease_expires_at=expires))
         return run
 
     async def get(self, run_id: str) -> RunRecord:

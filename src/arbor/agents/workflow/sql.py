@@ -15,9 +15,12 @@ from arbor.store import (
     EventRepository,
     NewEvent,
     RunRepository,
+    RunStatus,
 )
 
 __all__ = ["SQLCheckpointStore"]
+
+_UNFINISHED: tuple[RunStatus, ...] = ("pending", "running", "waiting_approval")
 
 
 class SQLCheckpointStore:
@@ -78,7 +81,16 @@ class SQLCheckpointStore:
         output: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        await self.runs.update(run_id, status=status, output=output, error=error)  # type: ignore[arg-type]
+        """The runner's status change; it never revives a finished run: once any process
+        cancelled (or finished) the run, a late write by its driver fails (WorkflowError)
+        and the stored outcome stays."""
+        await self.runs.update(
+            run_id,
+            status=status,  # type: ignore[arg-type]
+            output=output,
+            error=error,
+            only_from=_UNFINISHED,
+        )
 
     async def append_event(self, run_id: str, event: RunEvent) -> None:
         record = await self.event_log.append(run_id, event.type, node=event.node, data=event.data)
