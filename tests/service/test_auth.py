@@ -11,8 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from arbor.core.clock import FakeClock
 from arbor.core.errors import AuthError, BudgetExceededError
 from arbor.core.logging import configure_logging
+from arbor.llm.ratelimit import InMemoryRateLimiter
 from arbor.llm.types import CallContext, ChatRequest, Message
 from arbor.service.auth import Principal, RequestRateLimiter, presented_key
 from arbor.service.context import ServiceContext
@@ -175,18 +177,18 @@ async def test_per_key_rpm_answers_429_with_retry_after(
     assert r.json()["type"] == "urn:arbor:problem:rate_limited"
 
 
-def test_request_rate_limiter_slides() -> None:
-    now = [100.0]
-    limiter = RequestRateLimiter(lambda: now[0])
-    limiter.hit("k", 2)
-    now[0] += 10
-    limiter.hit("k", 2)
+async def test_request_rate_limiter_slides() -> None:
+    clock = FakeClock()
+    limiter = RequestRateLimiter(InMemoryRateLimiter(clock))
+    await limiter.hit("k", 2)
+    clock.advance(10)
+    await limiter.hit("k", 2)
     with pytest.raises(RequestRateLimitedError) as info:
-        limiter.hit("k", 2)
+        await limiter.hit("k", 2)
     assert info.value.retry_after == pytest.approx(50.0)
-    now[0] += 50
-    limiter.hit("k", 2)  # the first request left the window
-    limiter.hit("other", 1)  # keys are independent
+    clock.advance(50)
+    await limiter.hit("k", 2)  # the first request left the window
+    await limiter.hit("other", 1)  # keys are independent
 
 
 async def test_key_limits_reach_the_llm_layer(service_ctx: ServiceContext) -> None:

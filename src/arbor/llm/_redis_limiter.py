@@ -59,7 +59,8 @@ if #expired > 0 then
     redis.call('HDEL', KEYS[2], m)
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  redis.call('HINCRBY', KEYS[3], 'sum', -freed)
+  -- never -0: Redis refuses "-0" as an integer (entries of 0 tokens, e.g. HTTP requests)
+  if freed ~= 0 then redis.call('HINCRBY', KEYS[3], 'sum', -freed) end
 end
 local meta = redis.call('HMGET', KEYS[3], 'sum', 'blocked', 'factor')
 local sum = tonumber(meta[1]) or 0
@@ -227,10 +228,27 @@ class RedisRateLimiter(RateLimiter):
             if users[0] == 0:
                 del self._queues[key]
 
+    async def try_acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation | float:
+        rpm, tpm = limits.rpm, limits.tpm
+        self._check_request(key, tpm, tokens)
+        if rpm is None and tpm is None:
+            return RedisReservation(key, tokens, self._clock.monotonic(), "", self._clock.time())
+        return await self._try(key, rpm, tpm, tokens, uuid.uuid4().hex)
+
     async def _admit(
         self, key: str, rpm: int | None, tpm: int | None, tokens: int
     ) -> RedisReservation:
         member = uuid.uuid4().hex
+        while True:
+            got = await self._try(key, rpm, tpm, tokens, member)
+            if isinstance(got, RedisReservation):
+                return got
+            await self._clock.sleep(min(got, self._poll) if tpm is not None else got)
+
+    async def _try(
+        self, key: str, rpm: int | None, tpm: int | None, tokens: int, member: str
+    ) -> RedisReservation | float:
+        """One round trip: the reservation, or seconds to wait (nothing reserved)."""
         args: list[str | int] = [
             -1 if rpm is None else rpm,
             -1 if tpm is None else tpm,
@@ -240,23 +258,19 @@ class RedisRateLimiter(RateLimiter):
             1,
         ]
         keys = list(self._keys(key))
-        while True:
-            try:
-                ok, value = await self._acquire(keys=keys, args=args)
-            except asyncio.CancelledError:
-                with contextlib.suppress(RedisError, OSError):
-                    await asyncio.shield(self._release(keys=keys, args=[member]))
-                raise
-            except (RedisError, OSError) as exc:
-                raise _unavailable(key, exc) from exc
-            if int(ok) == 1:
-                r = RedisReservation(
-                    key, tokens, self._clock.monotonic(), member, int(value) / _US
-                )
-                r.logged = True
-                return r
-            wait = max(int(value) / _US, 1e-6)
-            await self._clock.sleep(min(wait, self._poll) if tpm is not None else wait)
+        try:
+            ok, value = await self._acquire(keys=keys, args=args)
+        except asyncio.CancelledError:
+            with contextlib.suppress(RedisError, OSError):
+                await asyncio.shield(self._release(keys=keys, args=[member]))
+            raise
+        except (RedisError, OSError) as exc:
+            raise _unavailable(key, exc) from exc
+        if int(ok) == 1:
+            r = RedisReservation(key, tokens, self._clock.monotonic(), member, int(value) / _US)
+            r.logged = True
+            return r
+        return max(int(value) / _US, 1e-6)
 
     async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         if reservation._settled:
@@ -278,7 +292,12 @@ class RedisRateLimiter(RateLimiter):
         hold = 0 if retry_after is None or retry_after <= 0.0 else math.ceil(retry_after * _US)
         ttl_ms = (max(hold, self._window_us) // 1000) + 1000
         args: list[float] = [
-            hold, self._max_hold_us, self._decrease, self._floor, self._cut_us, ttl_ms
+            hold,
+            self._max_hold_us,
+            self._decrease,
+            self._floor,
+            self._cut_us,
+            ttl_ms,
         ]
         try:
             await self._penalize(keys=[self._keys(key)[2]], args=args)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from arbor.core.errors import BudgetExceededError
@@ -66,6 +66,9 @@ class BudgetTracker:
         self._reserved: dict[str, int] = {}
         self._open: dict[int, tuple[tuple[str, ...], int]] = {}
         self._ids = itertools.count(1)
+        #: Told every committed spend (scopes, USD) after the lock is released: how a
+        #: shared tracker (:mod:`arbor.llm._redis_budgets`) publishes it to other processes.
+        self.on_spend: Callable[[tuple[str, ...], float], None] | None = None
         for scope, usd in (limits or {}).items():
             self.set_limit(scope, usd)
         for scope, usd in (spent or {}).items():
@@ -133,6 +136,8 @@ class BudgetTracker:
             for scope in scopes:
                 self._reserved[scope] -= amount
                 self._spent[scope] = self._spent.get(scope, 0) + actual
+        if actual > 0 and self.on_spend is not None:
+            self.on_spend(scopes, _to_usd(actual))
 
     def release(self, reservation: BudgetReservation) -> None:
         """Drop the hold without spending (the call never reached a provider)."""

@@ -119,6 +119,13 @@ class RateLimiter(ABC):
                 tpm=tpm,
             )
 
+    async def try_acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation | float:
+        """Admit one more request holding ``tokens`` now if it fits, else return how many
+        seconds until it would (nothing is reserved then): for callers that refuse rather
+        than queue, such as the HTTP layer's per-key requests/min. Backends that only know
+        how to wait do not offer it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot admit without waiting")
+
     @abstractmethod
     async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Replace the reserved tokens with what the call really used (0 if it failed)."""
@@ -257,6 +264,18 @@ class InMemoryRateLimiter(RateLimiter):
         if not st.waiters and st.wait_time(now, rpm, tpm, tokens) == 0.0:
             return st.admit(key, tokens, now, logged)
         return await self._wait(st, key, rpm, tpm, tokens, logged)
+
+    async def try_acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation | float:
+        rpm, tpm = limits.rpm, limits.tpm
+        self._check_request(key, tpm, tokens)
+        st = self._state(key)
+        now = self._clock.monotonic()
+        wait = st.wait_time(now, rpm, tpm, tokens)
+        if wait == 0.0 and st.waiters:  # queued callers come first
+            wait = self._poll
+        if wait > 0.0:
+            return wait
+        return st.admit(key, tokens, now, rpm is not None or tpm is not None)
 
     async def _wait(
         self,

@@ -7,11 +7,16 @@ per key, :mod:`arbor.llm._redis_limiter`), the circuit breakers' open/close deci
 disk (:mod:`arbor.llm._redis_cache`; ``ARBOR_LLM__CACHE__DISK=false`` makes it replace the
 SQLite tier). Without it nothing here opens a connection: the client builds its in-process
 parts as before. :func:`build_client` is the one place callers go through.
+
+:func:`key_sharing` gives the service what its API keys share the same way: the limiter
+behind the HTTP layer's requests/min per key, and the keys' spending
+(:mod:`arbor.llm._redis_budgets`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -19,15 +24,42 @@ from arbor.core.clock import Clock, SystemClock
 from arbor.core.config import Settings
 from arbor.core.metrics import Metrics
 from arbor.llm._redis_breaker import RedisBreakerSync
+from arbor.llm._redis_budgets import RedisBudgetSync
 from arbor.llm._redis_cache import RedisTier
 from arbor.llm._redis_limiter import RedisRateLimiter
 from arbor.llm.cache import ResponseCache
 from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
-from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter
+from arbor.llm.ratelimit import WINDOW, InMemoryRateLimiter, RateLimiter
 from arbor.llm.usage import UsageSink
 
-__all__ = ["build_client", "connect_redis"]
+__all__ = ["KeySharing", "build_client", "connect_redis", "key_sharing"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySharing:
+    """What the service's per-key limits run on: in-process, or shared through Redis."""
+
+    #: Admits (or refuses, :meth:`RateLimiter.try_acquire`) HTTP requests per key.
+    limiter: RateLimiter
+    #: Shares the keys' spending between processes (None: the tracker is this process's).
+    budgets: RedisBudgetSync | None = None
+
+
+def key_sharing(
+    settings: Settings, client: LLMClient, *, window: float | None = None
+) -> KeySharing:
+    """In-process limits without ``redis_url``; with it, a Redis limiter (its own key prefix)
+    and spending shared through ``client``'s budget tracker. The connection closes with
+    ``client``. ``window`` shortens the per-minute window (tests)."""
+    if not settings.redis_url:
+        return KeySharing(InMemoryRateLimiter(client.clock))
+    redis = connect_redis(settings.redis_url)
+    limiter = RedisRateLimiter(redis, client.clock, prefix="arbor:http", window=window or WINDOW)
+    budgets = RedisBudgetSync(redis, client.budgets)
+    client.on_close(redis.aclose)  # runs last
+    client.on_close(budgets.aclose)
+    return KeySharing(limiter, budgets)
 
 
 def connect_redis(url: str) -> Redis:

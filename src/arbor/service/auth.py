@@ -12,14 +12,19 @@ A verified key becomes a :class:`Principal`. Its limits are handed to the ``llm`
 ``key:<id>`` budget scope seeded with what the key already spent), so every LLM call made for
 the request is limited there; the key's requests/min also limit HTTP requests here, answered
 429 with ``Retry-After`` instead of queueing. Nothing about a refused value is ever echoed.
+
+With ``ARBOR_REDIS_URL`` (:func:`arbor.llm.redis_backends.key_sharing`) every server sharing
+the Redis shares these: the HTTP requests/min run on the Redis limiter (so N servers together
+admit a key's rpm, not N times it), the LLM layer's rpm/tpm already do, and a key's spending
+is published to Redis and loaded at each of its requests, so a budget spent through one
+server is refused (402) by the others. Without Redis all of it stays in this process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -28,6 +33,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from arbor.core.config import ModelLimits
 from arbor.core.errors import AuthError
 from arbor.llm.client import LLMClient
+from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter, Reservation
+from arbor.llm.redis_backends import KeySharing
 from arbor.service.errors import ForbiddenError, RequestRateLimitedError
 from arbor.store import KeyRecord, KeyRepository, UsageRepository
 from arbor.store.keys import KeyScope
@@ -36,7 +43,6 @@ __all__ = ["Authenticator", "Principal", "RequestRateLimiter", "presented_key"]
 
 log = structlog.get_logger("arbor.service.auth")
 
-_WINDOW = 60.0
 _MAX_HEADER = 1024  # longer than any key we issue or accept
 _MAX_CACHED = 10_000
 
@@ -82,28 +88,20 @@ def presented_key(headers: Mapping[str, str]) -> str:
 
 
 class RequestRateLimiter:
-    """Requests per minute per key at the HTTP layer: a sliding log that refuses (rather than
-    queues) the request that would be one too many, and says when to come back."""
+    """Requests per minute per key at the HTTP layer: the LLM layer's sliding-log limiter
+    (in-process, or Redis shared by every server) under an ``http:`` key, asked to admit at
+    once; the request that would be one too many is refused, saying when to come back."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._logs: dict[str, deque[float]] = {}
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
 
-    def hit(self, key_id: str, rpm: int) -> None:
-        now = self._clock()
-        log_ = self._logs.get(key_id)
-        if log_ is None:
-            log_ = self._logs[key_id] = deque()
-        while log_ and now - log_[0] >= _WINDOW:
-            log_.popleft()
-        if len(log_) >= rpm:
-            wait = log_[len(log_) - rpm] + _WINDOW - now
+    async def hit(self, key_id: str, rpm: int) -> None:
+        got = await self.limiter.try_acquire(f"http:{key_id}", ModelLimits(rpm=rpm), 0)
+        if not isinstance(got, Reservation):
             raise RequestRateLimitedError(
-                f"API key {key_id} is limited to {rpm} requests/min; retry in "
-                f"{math.ceil(wait)} s",
-                retry_after=wait,
+                f"API key {key_id} is limited to {rpm} requests/min; retry in {math.ceil(got)} s",
+                retry_after=got,
             )
-        log_.append(now)
 
 
 class Authenticator:
@@ -117,11 +115,15 @@ class Authenticator:
         *,
         limiter: RequestRateLimiter | None = None,
         cache_seconds: float = 0.0,
+        sharing: KeySharing | None = None,
     ) -> None:
+        """``sharing`` (default: in-process) is what the keys' limits and spending run on;
+        ``limiter`` overrides its HTTP requests/min limiter."""
         self.keys = keys
         self.client = client
         self.usage = usage
-        self.limiter = limiter or RequestRateLimiter(client.clock.monotonic)
+        self.sharing = sharing or KeySharing(InMemoryRateLimiter(client.clock))
+        self.limiter = limiter or RequestRateLimiter(self.sharing.limiter)
         self._clock = client.clock.monotonic
         self._ttl = cache_seconds
         #: Verified keys by the presented value: (trusted until, record).
@@ -136,8 +138,10 @@ class Authenticator:
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
         record = await self._verify(presented_key(headers))
         await self._apply_limits(record)
+        if record.budget_usd is not None and self.sharing.budgets is not None:
+            await self.sharing.budgets.pull(f"key:{record.id}")  # other servers' spending
         if record.rpm is not None:
-            self.limiter.hit(record.id, record.rpm)
+            await self.limiter.hit(record.id, record.rpm)
         try:
             await self.keys.mark_used(record.id)
         except SQLAlchemyError as exc:  # bookkeeping only: never fail the request for it
@@ -186,5 +190,8 @@ class Authenticator:
             if key_id in self._seeded:
                 return
             spent = await self.usage.total_cost(key_id=key_id)
-            self.client.budgets.seed(f"key:{key_id}", spent)
+            if self.sharing.budgets is not None:  # unless another server started it
+                await self.sharing.budgets.seed(f"key:{key_id}", spent)
+            else:
+                self.client.budgets.seed(f"key:{key_id}", spent)
             self._seeded.add(key_id)

@@ -26,7 +26,7 @@ from arbor.core.logging import Redactor
 from arbor.core.metrics import Metrics
 from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
-from arbor.llm.redis_backends import build_client, connect_redis
+from arbor.llm.redis_backends import build_client, connect_redis, key_sharing
 from arbor.llm.usage import StoreUsageSink
 from arbor.service.auth import Authenticator
 from arbor.service.http_metrics import HTTPMetrics
@@ -121,7 +121,11 @@ async def open_context(
         checkpoints=checkpoints,
         metrics=metrics,
         auth=Authenticator(
-            keys, client, usage, cache_seconds=settings.service.key_cache_seconds
+            keys,
+            client,
+            usage,
+            cache_seconds=settings.service.key_cache_seconds,
+            sharing=key_sharing(settings, client),
         ),
         redactor=Redactor(secrets),
         runs=RunManager(
