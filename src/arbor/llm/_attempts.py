@@ -4,13 +4,18 @@ Every attempt (the first and each retry) re-enters the rate limiter and the circ
 so retries count against the limits and stop as soon as the circuit opens. A context-length
 error shortens the prompt once by the configured strategy and tries again without using up
 an attempt.
+
+After each attempt the upstream's ``x-ratelimit-*`` headers, when it sent any, adapt the
+model's limiter keys (:mod:`arbor.llm._ratelimit_headers`): held until the upstream's reset
+when what remains is already taken by the requests in flight, capped at the
+upstream's limits when they are lower than the configured ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
@@ -25,6 +30,7 @@ from arbor.core.errors import (
     RateLimitedError,
 )
 from arbor.core.metrics import ModelMetrics
+from arbor.llm._ratelimit_headers import LAST_RATE_LIMITS, Adaptation, plan
 from arbor.llm.breaker import BreakerRegistry
 from arbor.llm.model import Model
 from arbor.llm.ratelimit import RateLimiter, Reservation
@@ -71,6 +77,10 @@ class AttemptRunner:
     clock: Clock
     metrics: ModelMetrics
     total_timeout: float
+    #: Tokens reserved by this runner's attempts waiting for the upstream right now.
+    _in_flight_tokens: int = field(default=0, init=False)
+    #: The caps last applied per limiter key (an unchanged one is not sent again).
+    _caps: dict[str, tuple[int | None, int | None]] = field(default_factory=dict, init=False)
 
     async def _acquire(self, reserve: Callable[[], int], extra: Limits) -> list[Reservation]:
         """Take a request slot and ``reserve()`` tokens under every applicable limit; the
@@ -167,9 +177,10 @@ class AttemptRunner:
         truncated = False
         while True:
             leases = await self._acquire(reserve, extra_limits)
+            tokens = leases[0].tokens if leases else 0
             try:
                 self.breakers.before_call(self.model_id)
-                result = await once(request)
+                result = await self._attempt(once, request, tokens)
             except CircuitOpenError:
                 await self._settle(leases, 0)
                 raise
@@ -205,6 +216,46 @@ class AttemptRunner:
                 raise
             self.breakers.record_success(self.model_id)
             return result, leases, request
+
+    async def _attempt(self, once: Callable[[R], Awaitable[T]], request: R, tokens: int) -> T:
+        """One call, then adapt to the rate-limit headers its response carried, if any."""
+        LAST_RATE_LIMITS.set(None)
+        self._in_flight_tokens += tokens
+        try:
+            result = await once(request)
+        except asyncio.CancelledError:
+            self._in_flight_tokens -= tokens
+            raise
+        except BaseException:
+            await self._follow_headers(tokens)
+            raise
+        await self._follow_headers(tokens)
+        return result
+
+    async def _follow_headers(self, tokens: int) -> None:
+        """This attempt is over: adapt the model's limiter keys to the headers it got
+        (before its reservations are settled: the limiter still counts it in flight)."""
+        self._in_flight_tokens -= tokens
+        info = LAST_RATE_LIMITS.get()
+        if info is None or self.limiter is None or not self.limits:
+            return
+        for key, lim in self.limits:
+            # What remains goes to the others in flight first.
+            wanted = plan(info, lim, in_flight_tokens=self._in_flight_tokens)
+            await self._adapt(key, wanted)
+
+    async def _adapt(self, key: str, wanted: Adaptation) -> None:
+        assert self.limiter is not None
+        caps = (wanted.cap_rpm, wanted.cap_tpm)
+        quota = wanted.requests_left is not None or wanted.tokens_left is not None
+        if not quota and self._caps.get(key, (None, None)) == caps:
+            return  # nothing new to tell the limiter (a round trip saved on Redis)
+        if wanted.hold is not None:
+            log.debug("llm.ratelimit.upstream_hold", model=self.model_id, hold_s=wanted.hold)
+        if self._caps.get(key, (None, None)) != caps:
+            log.info("llm.ratelimit.upstream_caps", model=self.model_id, rpm=caps[0], tpm=caps[1])
+        self._caps[key] = caps
+        await self.limiter.adapt(key, wanted)
 
     def _truncate(self, request: ChatRequest) -> ChatRequest | None:
         strategy = self.retry_settings.on_context_too_long

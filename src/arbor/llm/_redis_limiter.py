@@ -8,10 +8,12 @@ trip, so N processes together never admit more than the limit. The script reads 
 from Redis (``TIME``): every process judges the window on the same clock, so clock skew
 between machines cannot let two of them both count a request as expired.
 
-Per limiter key, three Redis keys share one hash tag (so they live on one cluster slot):
+Per limiter key, four Redis keys share one hash tag (so they live on one cluster slot):
 ``…:log`` a sorted set of reservation ids scored by admission time (µs), ``…:tok`` a hash of
-their tokens, ``…:meta`` a hash with the tokens sum, the 429 hold, the AIMD factor and the
-time of the last cut. All expire a window after their last use.
+their tokens, ``…:meta`` a hash with the tokens sum, the 429 hold, the AIMD factor, the time
+of the last cut and what the upstream's headers said (quotas until its resets, caps), and
+``…:pend`` the reservations not settled yet (requests in flight, from every process). All
+expire a window after their last use.
 
 Waiters in one process queue first-come first-served per key (one asyncio lock); the head
 asks Redis again when the script says how long to wait, or sooner (``poll_interval``) since
@@ -36,7 +38,8 @@ from redis.exceptions import RedisError
 from arbor.core.clock import Clock
 from arbor.core.config import ModelLimits
 from arbor.core.errors import ArborError
-from arbor.llm.ratelimit import WINDOW, RateLimiter, Reservation
+from arbor.llm._ratelimit_headers import Adaptation
+from arbor.llm.ratelimit import SAME_RESET, WINDOW, RateLimiter, Reservation
 
 __all__ = ["LimiterUnavailableError", "RedisRateLimiter", "RedisReservation"]
 
@@ -44,7 +47,8 @@ log = structlog.get_logger("arbor.llm.ratelimit")
 
 _US = 1_000_000
 
-# KEYS: log, tok, meta. ARGV: rpm (-1 none), tpm (-1 none), tokens, member, window µs, logged.
+# KEYS: log, tok, meta, pend. ARGV: rpm (-1 none), tpm (-1 none), tokens, member, window µs,
+# logged.
 # Returns {1, now_us} when admitted, {0, wait_us} otherwise.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -59,23 +63,32 @@ if #expired > 0 then
     redis.call('HDEL', KEYS[2], m)
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
   -- never -0: Redis refuses "-0" as an integer (entries of 0 tokens, e.g. HTTP requests)
   if freed ~= 0 then redis.call('HINCRBY', KEYS[3], 'sum', -freed) end
 end
-local meta = redis.call('HMGET', KEYS[3], 'sum', 'blocked', 'factor')
+local meta = redis.call(
+  'HMGET', KEYS[3], 'sum', 'blocked', 'factor', 'cap_rpm', 'cap_tpm', 'rq', 'rq_until', 'tq',
+  'tq_until')
 local sum = tonumber(meta[1]) or 0
 local factor = tonumber(meta[3]) or 1
+local cap_rpm, cap_tpm = tonumber(meta[4]), tonumber(meta[5])
 local wait = (tonumber(meta[2]) or 0) - now
+-- the upstream's quotas until its resets (x-ratelimit-* headers)
+local rq, rq_until = tonumber(meta[6]) or 0, tonumber(meta[7]) or 0
+local tq, tq_until = tonumber(meta[8]) or 0, tonumber(meta[9]) or 0
+if now < rq_until and rq <= 0 then wait = math.max(wait, rq_until - now) end
+if now < tq_until and tq < tokens then wait = math.max(wait, tq_until - now) end
 local count = redis.call('ZCARD', KEYS[1])
 if rpm >= 0 then
-  local allowed = math.max(1, math.floor(rpm * factor))
+  local allowed = math.max(1, math.floor(math.min(rpm * factor, cap_rpm or rpm)))
   if count >= allowed then
     local o = redis.call('ZRANGE', KEYS[1], count - allowed, count - allowed, 'WITHSCORES')
     wait = math.max(wait, tonumber(o[2]) + window - now, 1)
   end
 end
 if tpm >= 0 and sum > 0 then
-  local excess = sum + tokens - math.max(1, math.floor(tpm * factor))
+  local excess = sum + tokens - math.max(1, math.floor(math.min(tpm * factor, cap_tpm or tpm)))
   if excess > 0 then
     local log = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
     local freed, at = 0, tonumber(log[#log])
@@ -88,17 +101,21 @@ if tpm >= 0 and sum > 0 then
 end
 if wait > 0 then return {0, wait} end
 if ARGV[6] == '1' then
+  if now < rq_until then redis.call('HINCRBY', KEYS[3], 'rq', -1) end
+  if now < tq_until and tokens > 0 then redis.call('HINCRBY', KEYS[3], 'tq', -tokens) end
   redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('ZADD', KEYS[4], now, ARGV[4])
   redis.call('HSET', KEYS[2], ARGV[4], tokens)
   redis.call('HINCRBY', KEYS[3], 'sum', tokens)
 end
 local ttl = math.ceil(window / 1000) + 1000
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return {1, now}
 """
 
-# KEYS: tok, meta. ARGV: member, actual tokens, increase.
+# KEYS: tok, meta, pend. ARGV: member, actual tokens, increase.
 _RECONCILE = """
+redis.call('ZREM', KEYS[3], ARGV[1])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local actual = tonumber(ARGV[2])
 if old then
@@ -114,8 +131,9 @@ end
 return 1
 """
 
-# KEYS: log, tok, meta. ARGV: member. Undoes an admission nobody received.
+# KEYS: log, tok, meta, pend. ARGV: member. Undoes an admission nobody received.
 _RELEASE = """
+redis.call('ZREM', KEYS[4], ARGV[1])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   local tok = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -141,6 +159,43 @@ if now - last >= tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[1], 'factor', tostring(f), 'last_cut', now)
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
+return 1
+"""
+
+
+# KEYS: meta, pend. ARGV: requests remaining (-1 none), their reset µs, tokens left (-1 none),
+# their reset µs, max hold µs, cap rpm (-1 none), cap tpm (-1 none), ttl ms, same-window µs,
+# window µs. The requests in flight besides the one answered (pend) take from what remains.
+_ADAPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cap = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[10]))
+local others = math.max(0, redis.call('ZCARD', KEYS[2]) - 1)
+for i, f in ipairs({'rq', 'tq'}) do
+  local left, reset = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  if i == 1 and left >= 0 then left = math.max(0, left - others) end
+  if left >= 0 and reset > 0 then
+    local new_until = now + math.min(reset, cap)
+    local cur = redis.call('HMGET', KEYS[1], f, f .. '_until')
+    local cur_left, cur_until = tonumber(cur[1]), tonumber(cur[2]) or 0
+    -- the same upstream window (resets within ARGV[9] µs): the lower count wins
+    if cur_left and now < cur_until and new_until <= cur_until + tonumber(ARGV[9]) then
+      left = math.min(left, cur_left)
+      new_until = math.max(new_until, cur_until)
+    end
+    redis.call('HSET', KEYS[1], f, left, f .. '_until', new_until)
+  end
+end
+for i, f in ipairs({'cap_rpm', 'cap_tpm'}) do
+  local value = tonumber(ARGV[5 + i])
+  if value >= 0 then
+    redis.call('HSET', KEYS[1], f, value)
+  else
+    redis.call('HDEL', KEYS[1], f)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[8]))
 return 1
 """
 
@@ -205,11 +260,12 @@ class RedisRateLimiter(RateLimiter):
         self._reconcile = redis.register_script(_RECONCILE)
         self._penalize = redis.register_script(_PENALIZE)
         self._release = redis.register_script(_RELEASE)
+        self._adapt = redis.register_script(_ADAPT)
         self._queues: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
-    def _keys(self, key: str) -> tuple[str, str, str]:
+    def _keys(self, key: str) -> tuple[str, str, str, str]:
         base = f"{self._prefix}:{{{key}}}"
-        return f"{base}:log", f"{base}:tok", f"{base}:meta"
+        return f"{base}:log", f"{base}:tok", f"{base}:meta", f"{base}:pend"
 
     async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
         rpm, tpm = limits.rpm, limits.tpm
@@ -280,10 +336,10 @@ class RedisRateLimiter(RateLimiter):
         reservation.tokens = actual
         if not isinstance(reservation, RedisReservation) or not reservation.logged:
             return
-        _, tok, meta = self._keys(reservation.key)
+        _, tok, meta, pend = self._keys(reservation.key)
         try:
             await self._reconcile(
-                keys=[tok, meta], args=[reservation.member, actual, self._increase]
+                keys=[tok, meta, pend], args=[reservation.member, actual, self._increase]
             )
         except (RedisError, OSError) as exc:  # the call is done: its entry ages out instead
             log.warning("llm.ratelimit.redis_reconcile_failed", key=reservation.key, error=str(exc))
@@ -304,11 +360,37 @@ class RedisRateLimiter(RateLimiter):
         except (RedisError, OSError) as exc:  # never hide the 429 that brought us here
             log.warning("llm.ratelimit.redis_penalize_failed", key=key, error=str(exc))
 
+    async def adapt(self, key: str, adaptation: Adaptation) -> None:
+        a = adaptation
+        resets = [r for r in (a.requests_reset, a.tokens_reset) if r]
+        ttl_ms = (max([self._window_us, *(math.ceil(r * _US) for r in resets)]) // 1000) + 1000
+        args: list[int] = [
+            -1 if a.requests_left is None else a.requests_left,
+            math.ceil((a.requests_reset or 0.0) * _US),
+            -1 if a.tokens_left is None else a.tokens_left,
+            math.ceil((a.tokens_reset or 0.0) * _US),
+            self._max_hold_us,
+            -1 if a.cap_rpm is None else a.cap_rpm,
+            -1 if a.cap_tpm is None else a.cap_tpm,
+            ttl_ms,
+            int(SAME_RESET * _US),
+            self._window_us,
+        ]
+        try:
+            await self._adapt(keys=list(self._keys(key)[2:]), args=args)
+        except (RedisError, OSError) as exc:  # advice only: the limits still hold without it
+            log.warning("llm.ratelimit.redis_adapt_failed", key=key, error=str(exc))
+
     # ---- introspection (tests, dashboards) ----------------------------------------------
+    async def caps(self, key: str) -> tuple[float, float]:
+        """The upstream's rpm and tpm caps in force for ``key`` (inf: none)."""
+        rpm, tpm = await self._redis.hmget(self._keys(key)[2], ["cap_rpm", "cap_tpm"])
+        return tuple(math.inf if v is None else float(v) for v in (rpm, tpm))  # type: ignore[return-value]
+
     async def usage(self, key: str) -> tuple[int, int]:
         """Requests and tokens logged under ``key`` (entries older than the window are
         dropped on the next acquire, so this may briefly over-count)."""
-        log, _, meta = self._keys(key)
+        log, _, meta, _ = self._keys(key)
         count = await self._redis.zcard(log)
         total = await self._redis.hget(meta, "sum")
         return int(count), int(total or 0)

@@ -15,6 +15,11 @@ Tokens are reserved up front (prompt + ``max_tokens``) and trued up by
 once, extra ones are charged to the request's admission time. (Extra tokens cannot be
 refused after the fact, so the guarantee holds for reservations that cover their calls.)
 
+The upstream's ``x-ratelimit-*`` headers (:mod:`arbor.llm._ratelimit_headers`) reach
+:meth:`RateLimiter.adapt`: until the upstream's reset a key admits no more requests and
+tokens than the upstream says remain (none: it is held until the reset), and its effective
+limits are capped at the upstream's when those are lower.
+
 After an upstream 429, :meth:`RateLimiter.penalize` blocks the key until ``retry_after``
 and cuts its effective limits multiplicatively; each successful reconcile (``actual_tokens
 > 0``) adds a fixed share of the limit back — AIMD, as TCP does, so a fleet of clients
@@ -39,6 +44,7 @@ from collections import deque
 from arbor.core.clock import Clock
 from arbor.core.config import ModelLimits
 from arbor.core.errors import ArborError
+from arbor.llm._ratelimit_headers import Adaptation
 
 __all__ = [
     "InMemoryRateLimiter",
@@ -134,9 +140,29 @@ class RateLimiter(ABC):
     async def penalize(self, key: str, retry_after: float | None) -> None:
         """The upstream answered 429: hold the key for ``retry_after`` and slow it down."""
 
+    async def adapt(self, key: str, adaptation: Adaptation) -> None:  # noqa: B027
+        """Follow the upstream's rate-limit headers: admit at most ``requests_left``
+        requests and ``tokens_left`` tokens under ``key`` until the upstream's resets, and
+        cap its effective rpm/tpm at the upstream's (None lifts a cap). Backends that cannot
+        do it ignore it (the 429 path still slows them down)."""
+
 
 class _KeyState:
-    __slots__ = ("blocked_until", "factor", "last_cut", "log", "pending", "tokens", "waiters")
+    __slots__ = (
+        "blocked_until",
+        "cap_rpm",
+        "cap_tpm",
+        "factor",
+        "last_cut",
+        "log",
+        "pending",
+        "req_left",
+        "req_until",
+        "tok_left",
+        "tok_until",
+        "tokens",
+        "waiters",
+    )
 
     def __init__(self) -> None:
         self.log: deque[Reservation] = deque()  # admitted in the last WINDOW, oldest first
@@ -146,6 +172,11 @@ class _KeyState:
         self.blocked_until = -math.inf
         self.factor = 1.0  # AIMD share of the configured limits in force
         self.last_cut = -math.inf
+        self.cap_rpm = math.inf  # the upstream's own limits, when lower than configured
+        self.cap_tpm = math.inf
+        # What the upstream says remains until its resets (monotonic times).
+        self.req_left, self.req_until = 0, -math.inf
+        self.tok_left, self.tok_until = 0, -math.inf
 
     def idle(self, now: float) -> bool:
         """Nothing to remember: a new key would start from this very state."""
@@ -171,15 +202,19 @@ class _KeyState:
         """Seconds until a request of ``tokens`` fits (0.0: it fits now)."""
         self.expire(now)
         wait = self.blocked_until - now
+        if now < self.req_until and self.req_left <= 0:
+            wait = max(wait, self.req_until - now)
+        if now < self.tok_until and self.tok_left < tokens:
+            wait = max(wait, self.tok_until - now)
         log = self.log
         if rpm is not None:
-            allowed = max(1, int(rpm * self.factor))
+            allowed = max(1, int(min(rpm * self.factor, self.cap_rpm)))
             if len(log) >= allowed:
                 oldest_to_go = log[len(log) - allowed]
                 # At least _MIN_SLEEP: `t + 60 - now` can round to 0 while `now - t < 60`.
                 wait = max(wait, oldest_to_go.admitted_at + WINDOW - now, _MIN_SLEEP)
         if tpm is not None and self.tokens > 0:
-            allowed = max(1, int(tpm * self.factor))
+            allowed = max(1, int(min(tpm * self.factor, self.cap_tpm)))
             excess = self.tokens + tokens - allowed
             if excess > 0:
                 wait = max(wait, self._tokens_free_at(excess) - now, _MIN_SLEEP)
@@ -199,6 +234,10 @@ class _KeyState:
     def admit(self, key: str, tokens: int, now: float, logged: bool) -> Reservation:
         r = Reservation(key, tokens, now)
         if logged:
+            if now < self.req_until:
+                self.req_left -= 1
+            if now < self.tok_until:
+                self.tok_left -= tokens
             r._in_log = True
             self.log.append(r)
             self.tokens += tokens
@@ -329,7 +368,27 @@ class InMemoryRateLimiter(RateLimiter):
             st.factor = max(self._floor, st.factor * self._decrease)
             st.last_cut = now
 
+    async def adapt(self, key: str, adaptation: Adaptation) -> None:
+        st = self._state(key)
+        now = self._clock.monotonic()
+        a = adaptation
+        if a.requests_left is not None and a.requests_reset:
+            until = now + min(a.requests_reset, self._max_hold)
+            st.expire(now)
+            left = max(0, a.requests_left - max(0, st.pending - 1))  # others in flight first
+            st.req_left, st.req_until = _quota(st.req_left, st.req_until, left, until, now)
+        if a.tokens_left is not None and a.tokens_reset:
+            until = now + min(a.tokens_reset, self._max_hold)
+            st.tok_left, st.tok_until = _quota(st.tok_left, st.tok_until, a.tokens_left, until, now)
+        st.cap_rpm = math.inf if adaptation.cap_rpm is None else adaptation.cap_rpm
+        st.cap_tpm = math.inf if adaptation.cap_tpm is None else adaptation.cap_tpm
+
     # ---- introspection (tests, dashboards) ----------------------------------------------
+    def caps(self, key: str) -> tuple[float, float]:
+        """The upstream's rpm and tpm caps in force for ``key`` (inf: none)."""
+        st = self._states.get(key)
+        return (math.inf, math.inf) if st is None else (st.cap_rpm, st.cap_tpm)
+
     def usage(self, key: str) -> tuple[int, int]:
         """Requests and tokens counted in ``key``'s current 60 s window."""
         st = self._states.get(key)
@@ -342,3 +401,19 @@ class InMemoryRateLimiter(RateLimiter):
         """The AIMD share of the configured limits currently in force for ``key``."""
         st = self._states.get(key)
         return 1.0 if st is None else st.factor
+
+
+#: Resets this close together name the same upstream window (answers of one window arrive
+#: with slightly different "reset in" values).
+SAME_RESET = 0.1
+
+
+def _quota(
+    left: int, until: float, new_left: int, new_until: float, now: float
+) -> tuple[int, float]:
+    """The quota after a new report: in the same upstream window the lower count wins
+    (answers arrive out of order, and admissions since a report are not in it); a later
+    window starts afresh."""
+    if now < until and new_until <= until + SAME_RESET:
+        return min(left, new_left), max(until, new_until)
+    return new_left, new_until

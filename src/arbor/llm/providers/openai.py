@@ -31,6 +31,7 @@ import openai
 
 from arbor.core.config import ProviderSettings, TimeoutSettings
 from arbor.core.errors import LLMTimeoutError, ProviderConnectionError, ProviderError
+from arbor.llm._ratelimit_headers import LAST_RATE_LIMITS, parse_rate_limit_headers
 from arbor.llm.providers._errors import http_error, mask, translate
 from arbor.llm.providers._wire import (
     DONE,
@@ -269,6 +270,8 @@ class OpenAICompatibleModel:
             method, url, content=body, headers=self._client.headers, timeout=self._timeout
         )
         response = await http.send(request, stream=stream)
+        # The upstream's x-ratelimit-* headers, for the attempt that sent this (success or not).
+        LAST_RATE_LIMITS.set(parse_rate_limit_headers(response.headers))
         if response.status_code >= 400:
             try:
                 raw = await response.aread()
