@@ -96,8 +96,8 @@ async def test_two_managers_racing_resume_interrupted_drive_each_run_once(
             {(r, n): 1 for r in ids for n in ("first", "middle", "last")}
         )
         assert await one.leases.claimable() == []
-        holders = [(await one.leases.holder(r)).owner for r in ids]
-        assert holders == [None] * len(ids)  # released
+        held = [(await one.leases.holder(r)).held for r in ids]
+        assert held == [False] * len(ids)  # released
     finally:
         await one.aclose()
         await two.aclose()
@@ -150,7 +150,7 @@ async def test_a_cancel_from_another_server_stops_the_driver_at_its_next_step(
         await other.aclose()
     assert run.status == "cancelled"  # the driver's late writes did not revive it
     assert (run_id, "last") not in counting.executions
-    assert (await owner.leases.holder(run_id)).owner is None
+    assert not (await owner.leases.holder(run_id)).held
 
 
 async def test_a_cancel_from_another_server_stops_a_blocked_driver_at_its_renewal(
@@ -220,3 +220,34 @@ async def _status_is(db: Database, run_id: str, status: str) -> bool:
 
 async def _inactive(manager: RunManager, run_id: str) -> bool:
     return not manager.active(run_id)
+
+
+async def test_a_server_shut_down_gracefully_hands_its_runs_to_a_sweep_at_once(
+    db: Database, second_db: Database
+) -> None:
+    stuck = Counting(block=True)
+    leaving = _manager(db, stuck, lease_seconds=30)
+    run_id = await leaving.start("count", {"task": "t"})
+    await asyncio.wait_for(stuck.entered.wait(), 10)
+    await leaving.aclose()  # releases: no need to wait 30 s for the lease to run out
+    staying = _manager(second_db, Counting(), sweep_seconds=0.1)
+    try:
+        await staying.resume_interrupted()
+        await _until(lambda: _status_is(db, run_id, "succeeded"), within=10)
+    finally:
+        await staying.aclose()
+
+
+async def test_the_periodic_sweep_leaves_runs_driven_without_a_lease_alone(
+    db: Database,
+) -> None:
+    """Like a batch's workflow item, running in another process without a lease."""
+    manager = _manager(db, Counting(), sweep_seconds=0.05)
+    try:
+        assert await manager.resume_interrupted() == []
+        foreign = await RunRepository(db).create("count", {"task": "t"}, status="running")
+        await asyncio.sleep(0.3)  # several sweeps
+        assert not manager.active(foreign.id)
+        assert (await RunRepository(db).get(foreign.id)).status == "running"
+    finally:
+        await manager.aclose()

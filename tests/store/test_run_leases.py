@@ -20,11 +20,11 @@ async def test_one_holder_at_a_time_until_release(db: Database) -> None:
     assert not await leases.acquire(run.id, "b", 30)
     assert await leases.acquire(run.id, "a", 30)  # its own lease: extended
     holder = await leases.holder(run.id)
-    assert holder.owner == "a" and holder.expires_at is not None
+    assert holder.owner == "a" and holder.held and holder.expires_at is not None
     assert holder.expires_at > utcnow() + timedelta(seconds=20)
     assert not await leases.release(run.id, "b")  # not b's to release
     assert await leases.release(run.id, "a")
-    assert (await leases.holder(run.id)).owner is None
+    assert not (await leases.holder(run.id)).held  # released: expired at once
     assert await leases.acquire(run.id, "b", 30)
 
 
@@ -70,6 +70,19 @@ async def test_a_run_created_leased_is_not_claimable(db: Database) -> None:
     assert (await leases.holder(owned.id)).owner == "me"
     assert await leases.claimable() == [free.id]
     assert await leases.claimable("me") == [owned.id, free.id]
+
+
+async def test_a_periodic_sweep_takes_released_and_expired_runs_but_not_unleased_ones(
+    db: Database,
+) -> None:
+    """A never-leased run may be a batch's workflow item running right now."""
+    runs, leases = RunRepository(db), RunLeases(db)
+    unleased = await runs.create("wf", {}, status="running")
+    released = await runs.create("wf", {}, status="running")
+    assert await leases.acquire(released.id, "gone", 30)
+    assert await leases.release(released.id, "gone")
+    assert await leases.claimable(unleased=False) == [released.id]
+    assert await leases.claimable() == [unleased.id, released.id]
 
 
 async def test_bad_arguments_and_unknown_runs(db: Database) -> None:

@@ -196,14 +196,17 @@ class RunManager:
         ``sweep_seconds`` it then repeats in the background. Runs of workflows this server
         does not know are left alone, with a warning; runs another process took first are
         skipped."""
-        resumed = await self._sweep_once()
+        resumed = await self._sweep_once(unleased=True)
         if self.sweep_seconds is not None and self._sweeper is None and not self._closed:
             self._sweeper = asyncio.create_task(self._sweep(self.sweep_seconds), name="run-sweep")
         return resumed
 
-    async def _sweep_once(self) -> list[str]:
+    async def _sweep_once(self, *, unleased: bool) -> list[str]:
+        """Take over runs whose driver died; ``unleased`` (at start-up only) also takes runs
+        that never had a lease (left by an older version, or by a process that drove them
+        without one): later, such a run may be one a batch is driving right now."""
         resumed: list[str] = []
-        for run_id in await self.leases.claimable(self.owner):
+        for run_id in await self.leases.claimable(self.owner, unleased=unleased):
             if self.active(run_id):
                 continue
             try:
@@ -222,7 +225,7 @@ class RunManager:
         while not self._closed:
             await asyncio.sleep(every)
             try:
-                await self._sweep_once()
+                await self._sweep_once(unleased=False)
             except Exception:  # the database hiccuped: try again next time
                 log.warning("run.sweep_failed", exc_info=True)
 
@@ -363,7 +366,7 @@ class RunManager:
             await self.resume(run_id)
         except RunConflictError:
             # Its driver elsewhere has not let go yet (it is still writing the pause): hand
-            # the run to the sweep, which continues it once that lease is released.
+            # the run to the sweeps, which continue it once that lease is released.
             await self.store.runs.update(run_id, status="pending", only_from=_WAITING)
             log.info("run.decided_resume_deferred", run_id=run_id)
         log.info("run.decided", run_id=run_id, node=target, approved=approved, by=by)

@@ -5,8 +5,10 @@ A process takes a run's lease with one conditional UPDATE (:meth:`RunLeases.acqu
 only if the lease is free, expired, or already its own, and only while the run is unfinished.
 The holder renews it while it drives the run (:meth:`RunLeases.renew`, which also fails once
 the run is finished or cancelled by anyone, or the lease was taken over) and releases it when it
-stops. A process that dies leaves its lease to expire; another then finds the run among
-:meth:`RunLeases.claimable` and takes it over.
+stops, by expiring it at once. A process that dies leaves its lease to expire; either way
+another process then finds the run among :meth:`RunLeases.claimable` (if it is still
+``pending``/``running``) and takes it over. A run that never had a lease (``lease_owner``
+NULL) is driven by something that does not take leases, or by nobody.
 
 Every method is one transaction and works the same on SQLite and PostgreSQL.
 """
@@ -34,10 +36,15 @@ _HELD = tuple(s for s in RUN_STATUSES if s not in TERMINAL_STATUSES)
 
 @dataclass(frozen=True, slots=True)
 class LeaseHolder:
-    """Who holds a run's lease and until when (``owner`` None: nobody)."""
+    """Who last held a run's lease and until when (``owner`` None: never leased)."""
 
     owner: str | None
     expires_at: datetime | None
+
+    @property
+    def held(self) -> bool:
+        """Whether the lease holds right now (not released, not expired)."""
+        return self.expires_at is not None and self.expires_at > utcnow()
 
 
 class RunLeases:
@@ -54,7 +61,7 @@ class RunLeases:
         free = or_(
             RunRow.lease_owner.is_(None),
             RunRow.lease_expires_at.is_(None),
-            RunRow.lease_expires_at < now,
+            RunRow.lease_expires_at <= now,
             RunRow.lease_owner == owner,
         )
         won = await self._set(
@@ -76,11 +83,11 @@ class RunLeases:
         )
 
     async def release(self, run_id: str, owner: str) -> bool:
-        """Let go of ``owner``'s lease (nothing happens if someone else holds it)."""
+        """Let go of ``owner``'s lease by expiring it now (nothing happens if someone else
+        holds it): an unfinished run is then free for any process's sweep."""
         return await self._set(
             and_(RunRow.id == run_id, RunRow.lease_owner == owner),
-            lease_owner=None,
-            lease_expires_at=None,
+            lease_expires_at=utcnow(),
         )
 
     async def holder(self, run_id: str) -> LeaseHolder:
@@ -92,15 +99,17 @@ class RunLeases:
             raise NotFoundError(f"run {run_id!r} not found")
         return LeaseHolder(row[0], row[1])
 
-    async def claimable(self, owner: str | None = None) -> list[str]:
-        """Ids of ``pending``/``running`` runs nobody holds (no lease, or an expired one),
-        oldest first; with ``owner``, also the ones it holds itself."""
+    async def claimable(self, owner: str | None = None, *, unleased: bool = True) -> list[str]:
+        """Ids of ``pending``/``running`` runs nobody holds, oldest first: their lease
+        expired, or (``unleased``) they never had one; with ``owner``, also the ones it
+        holds itself.
+
+        Runs driven without leases (a batch's workflow items, ``arbor run``) look unleased
+        while they run: a periodic sweep passes ``unleased=False`` and leaves them alone."""
         now = utcnow()
-        free = [
-            RunRow.lease_owner.is_(None),
-            RunRow.lease_expires_at.is_(None),
-            RunRow.lease_expires_at < now,
-        ]
+        free = [and_(RunRow.lease_owner.is_not(None), RunRow.lease_expires_at <= now)]
+        if unleased:
+            free.append(RunRow.lease_owner.is_(None))
         if owner is not None:
             free.append(RunRow.lease_owner == owner)
         query = (
