@@ -6,6 +6,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx2
 import pytest
 from redis.asyncio import Redis
 
@@ -68,6 +69,16 @@ def test_headers_are_read_in_any_case_and_garbage_is_dropped() -> None:
     assert info == RateLimitInfo(600, 3, 1.0, None, None, 360.0)
     assert parse_rate_limit_headers({"content-type": "application/json"}) is None
     assert parse_rate_limit_headers({"x-ratelimit-limit-requests": "x"}) is None
+
+
+def test_httpx_headers_are_read_from_their_raw_bytes() -> None:
+    headers = httpx2.Headers(
+        [("X-RateLimit-Remaining-Tokens", "42"), ("x-ratelimit-reset-tokens", "20ms")]
+    )
+    assert parse_rate_limit_headers(headers) == RateLimitInfo(
+        remaining_tokens=42, reset_tokens=0.02
+    )
+    assert parse_rate_limit_headers(httpx2.Headers({"date": "x"})) is None
 
 
 def test_plan_takes_quotas_from_the_headers_and_caps_only_lower_limits() -> None:
