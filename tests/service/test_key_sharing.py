@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from arbor.core.config import Settings
+from arbor.llm._redis_limiter import RedisRateLimiter
 from arbor.llm.redis_backends import key_sharing
+from arbor.llm.types import CallContext, ChatRequest, Message
 from arbor.service.app import create_app
 from arbor.service.auth import Authenticator
 from arbor.service.context import ServiceContext, open_context
@@ -121,3 +123,24 @@ async def test_without_redis_the_limits_stay_in_process(tmp_path: Path) -> None:
         assert [await _admitted(ctx.auth, key) for _ in range(3)] == [True, True, False]
     finally:
         await ctx.aclose()
+
+
+async def test_a_keys_llm_rpm_and_tpm_are_one_window_for_both_servers(
+    replicas: tuple[ServiceContext, ServiceContext],
+) -> None:
+    """The LLM layer's per-key limits already run on the shared Redis limiter."""
+    a, b = replicas
+    new = await a.keys.create("metered", scopes=["run"], rpm=100, tpm=50_000)
+    for ctx in (a, b):
+        await ctx.auth.authenticate({"x-api-key": new.key})  # hands the limits to its client
+        request = ChatRequest(
+            model="test:echo",
+            messages=[Message.user("hi")],
+            max_tokens=2,
+            context=CallContext(key_id=new.record.id),
+        )
+        await ctx.client.complete(request)
+    limiter = a.client.limiter
+    assert isinstance(limiter, RedisRateLimiter)
+    count, tokens = await limiter.usage(f"key:{new.record.id}")
+    assert count == 2 and tokens > 0  # both servers' calls in one window
