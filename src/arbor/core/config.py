@@ -158,6 +158,9 @@ class ServiceSettings(_Section):
     run_lease_seconds: float = Field(30.0, gt=0)
     #: How often a server looks for runs nobody drives (their lease expired) to take over.
     run_sweep_seconds: float = Field(10.0, gt=0)
+    #: How often a server looks for running batches it does not drive yet, and joins them
+    #: (item leases let several servers work on one batch).
+    batch_poll_seconds: float = Field(2.0, gt=0)
 
     @field_validator("cors_origins")
     @classmethod

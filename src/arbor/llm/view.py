@@ -27,7 +27,9 @@ class ClientView(LLMClient):
         # limiter, breakers, budgets and caches (the same objects), not build new ones.
         self.__dict__.update(base.__dict__)
         self.base = base
-        self._stamped = context
+        # A view of a view keeps the inner view's stamps (e.g. a batch item's view of a
+        # key's view stamps both batch_id and key_id).
+        self._stamped = {**getattr(base, "_stamped", {}), **context}
 
     async def complete(
         self,

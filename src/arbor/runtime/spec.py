@@ -57,6 +57,9 @@ class BatchSpec(BaseModel):
     #: Model id (``provider:model``); None: the agent's own or the settings' default.
     model: str | None = None
     options: BatchOptions = Field(default_factory=BatchOptions)
+    #: The API key that created the batch (through the service); its calls are attributed
+    #: to it by whichever server drives the batch.
+    key_id: str | None = Field(None, max_length=200)
 
     @model_validator(mode="after")
     def _one_target(self) -> BatchSpec:
