@@ -48,6 +48,8 @@ def create_app(ctx: ServiceContext | None = None, *, settings: Settings | None =
         try:
             if app.state.ctx.runs is not None:  # continue runs a stopped server left behind
                 await app.state.ctx.runs.resume_interrupted()
+            if app.state.ctx.batches is not None:  # and join the batches left running
+                await app.state.ctx.batches.start()
             yield
         finally:
             if owned is not None:

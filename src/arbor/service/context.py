@@ -29,6 +29,7 @@ from arbor.llm.model import Model
 from arbor.llm.redis_backends import build_client, connect_redis, key_sharing
 from arbor.llm.usage import StoreUsageSink
 from arbor.service.auth import Authenticator
+from arbor.service.batches import BatchManager
 from arbor.service.http_metrics import HTTPMetrics
 from arbor.service.runs import RunManager, WorkflowFactory
 from arbor.store import Database, KeyRepository, UsageRepository, migrate
@@ -52,6 +53,8 @@ class ServiceContext:
     #: Scrubs secrets (configured keys and anything key-shaped) from error details.
     redactor: Redactor = field(default_factory=Redactor)
     runs: RunManager | None = None
+    #: Drives batches in the background and joins those other processes run.
+    batches: BatchManager | None = None
     #: Request counts and latencies on ``metrics``' registry (made from it when not given).
     http_metrics: HTTPMetrics | None = None
     _closed: bool = field(default=False, repr=False)
@@ -66,6 +69,8 @@ class ServiceContext:
             return
         self._closed = True
         try:
+            if self.batches is not None:
+                await self.batches.aclose()
             if self.runs is not None:
                 await self.runs.aclose()
         finally:
@@ -113,6 +118,19 @@ async def open_context(
         await db.dispose()
         raise
     checkpoints = SQLCheckpointStore(db, hub=hub)  # one store (one hub) for runs and handlers
+    runs = RunManager(
+        checkpoints,
+        client,
+        workflows=workflows,
+        lease_seconds=settings.service.run_lease_seconds,
+        sweep_seconds=settings.service.run_sweep_seconds,
+    )
+    try:  # refuses an executor this build does not have
+        batches = BatchManager(db, settings, models=models, workflows=runs.workflow)
+    except BaseException:
+        await client.aclose()
+        await db.dispose()
+        raise
     return ServiceContext(
         settings=settings,
         db=db,
@@ -128,13 +146,8 @@ async def open_context(
             sharing=key_sharing(settings, client),
         ),
         redactor=Redactor(secrets),
-        runs=RunManager(
-            checkpoints,
-            client,
-            workflows=workflows,
-            lease_seconds=settings.service.run_lease_seconds,
-            sweep_seconds=settings.service.run_sweep_seconds,
-        ),
+        runs=runs,
+        batches=batches,
     )
 
 

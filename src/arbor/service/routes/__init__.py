@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from arbor.service.dashboard import router as dashboard_router
 from arbor.service.routes.agents import router as agents_router
+from arbor.service.routes.batches import router as batches_router
 from arbor.service.routes.health import router as health_router
 from arbor.service.routes.keys import router as keys_router
 from arbor.service.routes.openai import router as openai_router
@@ -21,6 +22,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health_router,
     keys_router,
     runs_router,
+    batches_router,
     agents_router,
     usage_router,
     dashboard_router,
