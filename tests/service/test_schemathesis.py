@@ -40,10 +40,12 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from arbor.agents.definitions import AgentDefinition
 from arbor.core.config import Settings
 from arbor.llm.model import Model
+from arbor.runtime.spec import BatchSpec
 from arbor.service.app import create_app
 from arbor.service.context import open_context
 from arbor.service.dashboard import router as dashboard_router
 from arbor.store.agents import AgentRepository
+from arbor.store.batches import NewItem
 
 MakeHTTP = Callable[..., httpx.AsyncClient]
 
@@ -64,7 +66,7 @@ include-path = "/v1/chat/completions"
 checks.positive_data_acceptance.expected-statuses = [{_OK}, "400"]
 
 [[operations]]
-include-path-regex = "^/v1/(runs|agents|usage)$"
+include-path-regex = "^/v1/(runs|agents|usage|batches)$"
 checks.positive_data_acceptance.expected-statuses = [{_OK}, "422"]
 
 [[operations]]
@@ -85,6 +87,7 @@ BODIES: dict[str, list[dict[str, object]]] = {
     ],
     "POST /v1/runs": [{"workflow": "review-loop", "input": {"task": "Write add(a, b)."}}],
     "POST /v1/agents": [{"name": "made-here", "instructions": "Be brief."}],
+    "POST /v1/batches": [{"template": "Say {{ w }}", "rows": [{"w": "hi"}]}],
 }
 
 BOUNDED = settings(
@@ -124,11 +127,16 @@ def served(service_settings: Settings, service_models: dict[str, Model]) -> Iter
         assert ctx.runs is not None
         run_id = await ctx.runs.start("review-loop", {"task": "Write add(a, b)."})
         await ctx.runs.wait(run_id, timeout=10)
+        assert ctx.batches is not None
+        batch = await ctx.batches.create(
+            [NewItem(0, {"w": "hi"})], BatchSpec(kind="template", template="{{ w }}"), name="b"
+        )
         served.ids = {
             "name": "seeded",
             "key_id": other.record.id,
             "run_id": run_id,
             "model_id": "test:echo",
+            "batch_id": batch.id,
         }
         try:
             yield
@@ -164,7 +172,9 @@ def _each_operation(
         if params:
             cases |= operation.as_strategy(GenerationMode.POSITIVE, path_parameters=params)
         for body in BODIES.get(operation.label, ()):
-            cases |= operation.as_strategy(GenerationMode.POSITIVE, body=body)
+            cases |= operation.as_strategy(
+                GenerationMode.POSITIVE, body=body, media_type="application/json"
+            )
 
         @BOUNDED
         @given(case=cases)

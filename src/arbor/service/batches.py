@@ -145,6 +145,24 @@ class BatchManager:
         self.drive(batch_id)
         return record
 
+    async def pause(self, batch_id: str) -> BatchRecord:
+        """Pause the batch; when driven here it stops claiming at once (other servers
+        notice within a second)."""
+        record = await self.service.pause(batch_id)
+        self._stop_local(batch_id, "paused")
+        return record
+
+    async def cancel(self, batch_id: str) -> BatchRecord:
+        """Cancel the batch; when driven here its items in flight stop at once."""
+        record = await self.service.cancel(batch_id)
+        self._stop_local(batch_id, "cancelled")
+        return record
+
+    def _stop_local(self, batch_id: str, reason: StopReason) -> None:
+        driver = self._drivers.get(batch_id)
+        if driver is not None:
+            driver.stop(reason)
+
     # ---- driving -------------------------------------------------------------------------
     def active(self, batch_id: str) -> bool:
         """Whether this process drives the batch right now."""
@@ -173,8 +191,9 @@ class BatchManager:
                     self.service, batch_id, for_key(client, key_id), self.owner
                 )
                 self._drivers[batch_id] = driver
-                if self._closed:
-                    return
+                current = (await self.repo.get(batch_id)).status
+                if self._closed or current not in ("pending", "running"):
+                    return  # paused, cancelled or ended meanwhile: nothing to drive
                 done = await driver.run()
                 log.info("batch.driven", batch_id=batch_id, status=done.status)
         except NotFoundError as exc:

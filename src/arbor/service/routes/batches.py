@@ -10,8 +10,6 @@ reason, never a failed batch.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -112,7 +110,8 @@ class BatchItemPublic(BaseModel):
 
 class BatchItemPage(BaseModel):
     items: list[BatchItemPublic]
-    next_cursor: str | None
+    #: Pass back as ``cursor`` for the next page (the last row index); null on the last one.
+    next_cursor: int | None
 
 
 class BatchResume(BaseModel):
@@ -189,16 +188,18 @@ async def list_items(
     _key: ReadKey,
     status: BatchItemStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[
+        int | None, Query(ge=0, le=2**62, description="Items after this row index.")
+    ] = None,
 ) -> BatchItemPage:
     """The batch's items in row order, filtered by status, ``limit`` per page."""
     manager = _manager(ctx.batches)
     await manager.repo.get(batch_id)  # 404 for an unknown batch
-    after = _item_cursor(cursor)
+    after = -1 if cursor is None else cursor
     page = await manager.repo.items(batch_id, after=after, limit=limit + 1, status=status)
     more = len(page) > limit
     page = page[:limit]
-    next_cursor = _encode_item_cursor(page[-1].item) if more and page else None
+    next_cursor = page[-1].item if more and page else None
     return BatchItemPage(items=[item_public(i) for i in page], next_cursor=next_cursor)
 
 
@@ -214,7 +215,7 @@ async def get_item(
 async def cancel_batch(batch_id: _BatchId, ctx: Ctx, _key: RunKey) -> BatchDetail:
     """Cancel the batch: its unfinished items become cancelled; 409 if it already ended."""
     manager = _manager(ctx.batches)
-    return await _detail(manager, await manager.service.cancel(batch_id))
+    return await _detail(manager, await manager.cancel(batch_id))
 
 
 @router.post("/{batch_id}/pause")
@@ -222,7 +223,7 @@ async def pause_batch(batch_id: _BatchId, ctx: Ctx, _key: RunKey) -> BatchDetail
     """Pause the batch: items in flight finish, the rest stay pending; 409 unless it is
     pending or running."""
     manager = _manager(ctx.batches)
-    return await _detail(manager, await manager.service.pause(batch_id))
+    return await _detail(manager, await manager.pause(batch_id))
 
 
 @router.post("/{batch_id}/resume")
@@ -310,22 +311,6 @@ async def _export_stream(
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-def _item_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return -1
-    try:
-        value = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise invalid("not a cursor this API returned", param="cursor", loc="query") from None
-    if not -1 <= value < 2**62:
-        raise invalid("not a cursor this API returned", param="cursor", loc="query")
-    return value
-
-
-def _encode_item_cursor(item: int) -> str:
-    return base64.urlsafe_b64encode(str(item).encode()).decode().rstrip("=")
 
 
 async def _public(manager: BatchManager, record: BatchRecord, *, rate: bool) -> BatchPublic:
