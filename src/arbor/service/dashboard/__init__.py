@@ -10,10 +10,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from arbor.service.dashboard import agents, assets, keys, live, login, overview, runs, usage
+from arbor.service.dashboard import (
+    agents,
+    assets,
+    batches,
+    keys,
+    live,
+    login,
+    overview,
+    runs,
+    usage,
+)
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
-for _module in (assets, login, overview, agents, runs, live, keys, usage):
+for _module in (assets, login, overview, agents, runs, live, batches, keys, usage):
     router.include_router(_module.router)
