@@ -25,7 +25,7 @@ import binascii
 import contextlib
 import importlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -37,7 +37,7 @@ from arbor.core.config import Settings
 from arbor.core.errors import ArborError, ConfigError, NotFoundError
 from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
-from arbor.runtime.batches import BatchService, WorkflowResolver
+from arbor.runtime.batches import BatchService, ExportFormat, WorkflowResolver
 from arbor.runtime.executor import StopReason, new_owner
 from arbor.runtime.spec import BatchSpec
 from arbor.service.errors import ConflictError
@@ -335,6 +335,36 @@ class BatchManager:
         window = min(_RATE_WINDOW, max((now - record.created_at).total_seconds(), 1.0))
         return round(count / window, 3)
 
+    async def export_chunks(self, batch_id: str, fmt: ExportFormat) -> AsyncIterator[bytes]:
+        """Every item as ``arbor batch export`` writes it, in chunks for a streamed answer
+        (the export runs alongside, a page of items at a time)."""
+        sink = _Chunks()
+
+        async def produce() -> None:
+            try:
+                await self.service.export(batch_id, sink, fmt)  # type: ignore[arg-type]
+            finally:
+                sink.queue.put_nowait(None)
+
+        task = asyncio.create_task(produce(), name=f"batch-export:{batch_id}")
+        try:
+            buffer: list[str] = []
+            while True:
+                text = await sink.queue.get()
+                if text is None:
+                    break
+                buffer.append(text)
+                if len(buffer) >= 256 or sink.queue.empty():
+                    yield "".join(buffer).encode()
+                    buffer.clear()
+            if buffer:
+                yield "".join(buffer).encode()
+            await task  # re-raise a failure of the export
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     @staticmethod
     def describe(record: BatchRecord) -> str:
         """The template's first line, or the agent's or workflow's name."""
@@ -385,6 +415,17 @@ class BatchManager:
     def _check_open(self) -> None:
         if self._closed:
             raise ConflictError("the server is shutting down; try another one or later")
+
+
+class _Chunks:
+    """A text sink :meth:`BatchService.export` writes into, read by a streamed answer."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def write(self, text: str) -> int:
+        self.queue.put_nowait(text)
+        return len(text)
 
 
 def _encode_cursor(record: BatchRecord) -> str:

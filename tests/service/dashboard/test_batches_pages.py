@@ -5,6 +5,7 @@ CSRF-checked forms (run scope)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 
 import httpx
@@ -65,6 +66,11 @@ async def test_list_and_batch_page_show_progress_and_items(
     bad = await client.get(f"/batches/{record.id}/items/1")
     assert "row 2: invalid JSON" in bad.text
     assert (await client.get(f"/batches/{record.id}/items/7")).status_code == 404
+    for fmt in ("jsonl", "csv"):
+        expected = io.StringIO(newline="")
+        await _manager(service_ctx).service.export(record.id, expected, fmt)  # type: ignore[arg-type]
+        download = await client.get(f"/batches/{record.id}/results?format={fmt}")
+        assert download.status_code == 200 and download.text == expected.getvalue()
     assert (await client.get("/batches/nope")).status_code == 404
     assert (await client.get("/batches?status=weird")).status_code == 422
 

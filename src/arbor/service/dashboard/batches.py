@@ -11,9 +11,10 @@ the polling stops. Everything goes through the service's
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from arbor.service.batches import BatchManager
 from arbor.service.dashboard.sessions import Session
@@ -136,6 +137,23 @@ async def show_item(
         output=found.output
         if isinstance(found.output, str)
         else json.dumps(found.output, indent=2, ensure_ascii=False),
+    )
+
+
+@router.get("/batches/{batch_id}/results")
+async def batch_results(
+    request: Request,
+    batch_id: _BatchId,
+    session: Viewer,
+    format: Literal["jsonl", "csv"] = "jsonl",
+) -> Response:
+    """The results download (the rows ``arbor batch export`` writes), for the session."""
+    manager = _manager(request)
+    await manager.repo.get(batch_id)  # 404 before the stream starts
+    return StreamingResponse(
+        manager.export_chunks(batch_id, format),
+        media_type="application/x-ndjson" if format == "jsonl" else "text/csv",
+        headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}.{format}"'},
     )
 
 

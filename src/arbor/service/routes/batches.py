@@ -9,8 +9,6 @@ reason, never a failed batch.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -258,7 +256,7 @@ async def batch_results(
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
     filename = f"batch-{batch_id}.{format}"
     return StreamingResponse(
-        _export_stream(manager, batch_id, format),
+        manager.export_chunks(batch_id, format),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -269,48 +267,6 @@ def _manager(batches: BatchManager | None) -> BatchManager:
     if batches is None:  # a context built without one: a wiring bug, not the caller's fault
         raise RuntimeError("this service context has no BatchManager")
     return batches
-
-
-class _Chunks:
-    """A text sink :meth:`BatchService.export` writes into, read by the response."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def write(self, text: str) -> int:
-        self.queue.put_nowait(text)
-        return len(text)
-
-
-async def _export_stream(
-    manager: BatchManager, batch_id: str, fmt: Literal["jsonl", "csv"]
-) -> AsyncIterator[bytes]:
-    sink = _Chunks()
-
-    async def produce() -> None:
-        try:
-            await manager.service.export(batch_id, sink, fmt)  # type: ignore[arg-type]
-        finally:
-            sink.queue.put_nowait(None)
-
-    task = asyncio.create_task(produce(), name=f"batch-export:{batch_id}")
-    try:
-        buffer: list[str] = []
-        while True:
-            text = await sink.queue.get()
-            if text is None:
-                break
-            buffer.append(text)
-            if len(buffer) >= 256 or sink.queue.empty():
-                yield "".join(buffer).encode()
-                buffer.clear()
-        if buffer:
-            yield "".join(buffer).encode()
-        await task  # re-raise a failure of the export
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _public(manager: BatchManager, record: BatchRecord, *, rate: bool) -> BatchPublic:
