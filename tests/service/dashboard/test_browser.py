@@ -338,3 +338,43 @@ def test_the_runs_list_picks_up_new_runs_by_itself(
     expect(row).to_contain_text("waiting approval", timeout=10_000)
     assert page.evaluate("document.documentElement.dataset.loadedOnce") == "yes"
     shot(page, artifacts, "12-runs-list")
+
+
+def test_a_batch_progresses_live(page: Page, live: LiveDashboard, artifacts: Path) -> None:
+    log_in(page, live.admin_key)
+    created = page.request.post(
+        "/v1/batches",
+        data={
+            "template": "Review item {{ n }}",
+            "rows": [{"n": n} for n in range(6)],
+            "concurrency": 2,
+            "name": "browser batch",
+        },
+        headers={"Authorization": f"Bearer {live.admin_key}"},
+    )
+    assert created.status == 202, created.text()
+    batch_id = created.json()["id"]
+    page.click("nav >> text=Batches")
+    row = page.locator(f'tr[data-batch="{batch_id}"]')
+    expect(row).to_contain_text("browser batch")
+    expect(row.locator("svg.progress")).to_be_visible()
+    shot(page, artifacts, "13-batches-list")
+    row.locator(f"text={batch_id}").click()
+    expect(page).to_have_url(re.compile(f"/batches/{batch_id}$"))
+    page.evaluate("document.documentElement.dataset.loadedOnce = 'yes'")
+    succeeded = page.locator('#batch-counts [data-count="succeeded"]')
+    # Each call takes CALL_SECONDS, two at a time: the counts climb while the page stays.
+    expect(succeeded).not_to_have_text("0", timeout=15_000)
+    expect(page.locator("#batch-status")).to_have_attribute("data-status", "running")
+    shot(page, artifacts, "14-batch-in-progress")
+    expect(page.locator("#batch-status")).to_have_attribute(
+        "data-status", "succeeded", timeout=30_000
+    )
+    expect(succeeded).to_have_text("6")
+    expect(page.locator("#live-mark")).to_have_count(0)  # finished: polling stopped
+    assert page.evaluate("document.documentElement.dataset.loadedOnce") == "yes"
+    shot(page, artifacts, "15-batch-finished")
+    page.click('#items tr[data-item="3"] a')
+    expect(page.locator("#item-status")).to_have_attribute("data-status", "succeeded")
+    expect(page.locator("#item-input")).to_contain_text('"n": 3')
+    shot(page, artifacts, "16-batch-item")
