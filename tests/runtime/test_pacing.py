@@ -7,6 +7,7 @@ import pytest
 
 from arbor.core.clock import FakeClock
 from arbor.core.config import ModelLimits
+from arbor.llm._ratelimit_headers import Adaptation
 from arbor.llm.ratelimit import InMemoryRateLimiter
 from arbor.runtime.pacing import PacedRateLimiter
 
@@ -91,3 +92,36 @@ async def test_a_stall_shifts_the_schedule_instead_of_releasing_a_burst() -> Non
     gaps = [b - a for a, b in itertools.pairwise(admitted)]
     assert admitted[1] >= 0.4 - 1e-9  # the stalled waiter woke late
     assert all(g >= 0.1 - 0.005 - 1e-9 for g in gaps)  # and nobody caught up behind it
+
+
+async def test_adapt_reaches_the_inner_limiter_and_a_lower_cap_slows_the_pace() -> None:
+    clock = FakeClock()
+    inner = InMemoryRateLimiter(clock)
+    paced = PacedRateLimiter(inner, clock, margin=0.0)
+    limits = ModelLimits(rpm=600)  # configured: one every 0.1 s
+    assert paced.interval("m", 600) == pytest.approx(0.1)
+    await paced.adapt("m", Adaptation(cap_rpm=60))  # the upstream allows 60/min
+    assert inner.caps("m")[0] == 60  # passed through
+    assert paced.interval("m", 600) == pytest.approx(1.0)
+    assert paced.interval("other", 600) == pytest.approx(0.1)  # per key
+    await paced.acquire("m", limits, 1)
+    start = clock.monotonic()
+    await paced.acquire("m", limits, 1)
+    assert clock.monotonic() - start == pytest.approx(1.0)
+    await paced.adapt("m", Adaptation(cap_rpm=6000))  # a cap above the configured rpm
+    assert paced.interval("m", 600) == pytest.approx(0.1)
+    await paced.adapt("m", Adaptation())  # no cap any more
+    assert paced.interval("m", 600) == pytest.approx(0.1)
+    assert inner.caps("m")[0] == float("inf")
+
+
+async def test_adapt_quota_is_honoured_through_the_pacer() -> None:
+    clock = FakeClock()
+    paced = PacedRateLimiter(InMemoryRateLimiter(clock), clock, margin=0.0)
+    limits = ModelLimits(rpm=600)
+    await paced.acquire("m", limits, 1)
+    # None left until the upstream resets in 5 s: the next admission waits for it.
+    await paced.adapt("m", Adaptation(requests_left=0, requests_reset=5.0))
+    start = clock.monotonic()
+    await paced.acquire("m", limits, 1)
+    assert clock.monotonic() - start >= 5.0 - 1e-6

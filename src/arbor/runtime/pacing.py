@@ -10,7 +10,10 @@ limit smoothly. :class:`PacedRateLimiter` hands out one admission slot every
 for everything else (the 60 s log, tokens per minute, the hold after a 429).
 
 ``factor`` is the wrapped limiter's AIMD share for the key (cut on each 429, grown back on
-successes), so pacing slows down and recovers with it; ``margin`` keeps a few percent of
+successes), so pacing slows down and recovers with it. The upstream's ``x-ratelimit-*``
+headers reach :meth:`PacedRateLimiter.adapt`, which hands them to the wrapped limiter (its
+quota until the upstream's reset) and paces a key capped at a lower rpm than configured by
+that cap, lifted again when an answer no longer carries it. ``margin`` keeps a few percent of
 headroom so request arrival jitter never puts ``rpm/60 + 1`` requests in one upstream
 second. Slots are taken one waiter at a time and a stall of the event loop shifts the
 schedule rather than releasing a burst. Every attempt, retries included, passes here,
@@ -23,6 +26,7 @@ import asyncio
 
 from arbor.core.clock import Clock
 from arbor.core.config import ModelLimits
+from arbor.llm._ratelimit_headers import Adaptation
 from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter, Reservation
 
 __all__ = ["PacedRateLimiter"]
@@ -43,9 +47,14 @@ class PacedRateLimiter(RateLimiter):
         self._next: dict[str, float] = {}
         self._generation: dict[str, int] = {}  # bumped by every penalize
         self._locks: dict[str, asyncio.Lock] = {}
+        self._cap_rpm: dict[str, int] = {}  # the upstream's rpm where below the configured
 
     def interval(self, key: str, rpm: int) -> float:
-        """Seconds between two admissions under ``key`` right now."""
+        """Seconds between two admissions under ``key`` right now: ``rpm``, or the
+        upstream's lower cap for the key, times the wrapped limiter's AIMD share."""
+        cap = self._cap_rpm.get(key)
+        if cap is not None:
+            rpm = min(rpm, max(1, cap))
         factor = self.inner.factor(key) if isinstance(self.inner, InMemoryRateLimiter) else 1.0
         return 60.0 / (rpm * factor) * (1.0 + self._margin)
 
@@ -93,3 +102,10 @@ class PacedRateLimiter(RateLimiter):
         hold = retry_after if retry_after is not None and retry_after > 0 else 0.0
         self._next[key] = self._clock.monotonic() + hold
         self._generation[key] = self._generation.get(key, 0) + 1
+
+    async def adapt(self, key: str, adaptation: Adaptation) -> None:
+        await self.inner.adapt(key, adaptation)
+        if adaptation.cap_rpm is None:
+            self._cap_rpm.pop(key, None)
+        else:
+            self._cap_rpm[key] = adaptation.cap_rpm
