@@ -137,8 +137,9 @@ class BatchService:
         return LocalExecutor(self.repo, client, runner, batch_id, spec.options)
 
     @asynccontextmanager
-    async def open_client(self, batch_id: str) -> AsyncIterator[LLMClient]:
-        """The LLM client a run of this batch uses (its limits, paced); closed on exit."""
+    async def open_client(self, batch_id: str, *, share: float = 1.0) -> AsyncIterator[LLMClient]:
+        """The LLM client a run of this batch uses (its limits, paced); closed on exit.
+        ``share``: this process's part of the pace when several executors drive the batch."""
         record = await self.repo.get(batch_id)
         spec = BatchSpec.model_validate(record.spec)
         settings = _with_batch_limits(self.settings, spec)
@@ -149,7 +150,7 @@ class BatchService:
             clock=clock,
             usage_sink=StoreUsageSink(UsageRepository(self.db)),
             # Pacing over the configured limiter: in-process, or Redis shared by workers.
-            wrap_limiter=lambda inner: PacedRateLimiter(inner, clock),
+            wrap_limiter=lambda inner: PacedRateLimiter(inner, clock, share=share),
         )
         try:
             if spec.kind == "template":  # resolve the provider now: an unknown model fails

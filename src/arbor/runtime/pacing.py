@@ -38,9 +38,15 @@ _ABSORB = 0.005
 class PacedRateLimiter(RateLimiter):
     """``inner`` with requests of an rpm-limited key spread evenly over the minute."""
 
-    def __init__(self, inner: RateLimiter, clock: Clock, *, margin: float = 0.03) -> None:
+    def __init__(
+        self, inner: RateLimiter, clock: Clock, *, margin: float = 0.03, share: float = 1.0
+    ) -> None:
         if not 0.0 <= margin < 1.0:
             raise ValueError("margin must be within [0, 1)")
+        if not 0.0 < share <= 1.0:
+            raise ValueError("share must be within (0, 1]")
+        #: This process's part of the rate when several pace one batch (Ray actors).
+        self.share = share
         self.inner = inner
         self._clock = clock
         self._margin = margin
@@ -56,7 +62,7 @@ class PacedRateLimiter(RateLimiter):
         if cap is not None:
             rpm = min(rpm, max(1, cap))
         factor = self.inner.factor(key) if isinstance(self.inner, InMemoryRateLimiter) else 1.0
-        return 60.0 / (rpm * factor) * (1.0 + self._margin)
+        return 60.0 / (rpm * factor * self.share) * (1.0 + self._margin)
 
     async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
         if limits.rpm is None:

@@ -1,0 +1,126 @@
+"""RayExecutor on a local one-node Ray (started once for the module): every item gets one
+result, and a batch whose actor was killed mid-run is finished by its replacement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from arbor.core.config import Settings
+from arbor.core.errors import ConfigError
+from arbor.runtime import BatchService
+from arbor.runtime.ray_executor import RayExecutor, check_shared_limits
+from arbor.runtime.spec import BatchSpec
+from arbor.store import Database, migrate
+from arbor.store.batches import NewItem
+from arbor.testing.mock_upstream import MockConfig, MockUpstream
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="arbor-test")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[MockUpstream]:
+    server = MockUpstream(MockConfig(port=0, latency_ms=20))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def _settings(tmp_path: Path, mock: MockUpstream) -> Settings:
+    return Settings(
+        home=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'arbor.db'}",
+        default_model="mock:mock-1",
+        providers={"mock": {"base_url": mock.url, "api_key": "sk-test"}},  # type: ignore[dict-item]
+        llm={"cache": {"enabled": False}},
+    )
+
+
+async def _batch(service: BatchService, n: int, **options: Any) -> str:
+    spec = BatchSpec.model_validate(
+        {"kind": "template", "template": "Q: {{ q }}", "model": "mock:mock-1", "options": options}
+    )
+    record = await service.create_from_items(
+        (NewItem(i, {"q": f"question {i}"}) for i in range(n)), spec, name="ray"
+    )
+    return record.id
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(600):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+async def _results(service: BatchService, batch_id: str) -> list[Any]:
+    return [item async for item in service.iter_items(batch_id)]
+
+
+async def test_every_item_gets_one_result(
+    local_ray: None, mock: MockUpstream, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, mock)
+    async with Database.from_settings(settings) as db:
+        await migrate(db)
+        service = BatchService(db, settings)
+        batch_id = await _batch(service, 60, concurrency=8)
+        executor = RayExecutor(settings, service.repo, batch_id, actors=2)
+        done = await executor.run()
+        assert done.status == "succeeded"
+        items = await _results(service, batch_id)
+        assert [i.item for i in items] == list(range(60))
+        assert all(i.status == "succeeded" and i.output for i in items)
+        assert mock.stats.by_status.get("200") == 60
+        assert sum(executor.finished_by.values()) == 60
+        assert executor.progress.succeeded == 60
+        for handle in executor.handles:  # the batch ended: its actors are gone
+            with pytest.raises(ray.exceptions.RayActorError):
+                await handle.name.remote()
+
+
+async def test_a_killed_actor_is_replaced_and_the_batch_finishes(
+    local_ray: None, tmp_path: Path
+) -> None:
+    slow = MockUpstream(MockConfig(port=0, latency_ms=150))
+    await slow.start()
+    try:
+        settings = _settings(tmp_path, slow)
+        async with Database.from_settings(settings) as db:
+            await migrate(db)
+            service = BatchService(db, settings)
+            batch_id = await _batch(service, 40, concurrency=4, lease_seconds=2)
+            executor = RayExecutor(settings, service.repo, batch_id, actors=2)
+            task = asyncio.create_task(executor.run())
+            await _until(lambda: executor.progress.done >= 5)
+            ray.kill(executor.handles[0])  # items in flight there stay leased until expiry
+            done = await asyncio.wait_for(task, 60)
+            assert done.status == "succeeded"
+            items = await _results(service, batch_id)
+            assert len({i.item for i in items}) == 40
+            assert all(i.status == "succeeded" for i in items)
+            assert done.progress is not None and done.progress.succeeded == 40
+    finally:
+        await slow.stop()
+
+
+def test_several_nodes_without_redis_are_refused(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    with pytest.raises(ConfigError, match="ARBOR_REDIS_URL"):
+        check_shared_limits(settings, nodes=3, actors=2)
+    check_shared_limits(settings, nodes=3, actors=1)  # one actor: nothing to share
+    check_shared_limits(settings, nodes=1, actors=4)  # one machine: in-process limits agree
+    check_shared_limits(settings.model_copy(update={"redis_url": "redis://x"}), nodes=3, actors=2)
