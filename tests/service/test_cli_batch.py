@@ -110,8 +110,8 @@ def test_budget_pause_resume_and_cancel(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "d.jsonl", "--template", "x", "--executor", "ray"],
-         "the Ray executor is not available in this build"),
+        (["run", "d.jsonl", "--template", "x", "--executor", "dask"],
+         "--executor must be local or ray, got 'dask'"),
         (["run", "d.jsonl"], "exactly one of --template, --agent or --workflow"),
         (["run", "d.jsonl", "--template", "x", "--agent", "a"], "exactly one of"),
         (["run", "missing.jsonl", "--template", "x"], "cannot read dataset"),
@@ -139,12 +139,19 @@ def test_bad_usage_exits_2_with_one_line(
     assert "Traceback" not in result.output
 
 
-def test_ray_from_the_environment_is_refused_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("from_env", [False, True])
+def test_ray_without_ray_installed_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, from_env: bool
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ARBOR_HOME", str(tmp_path))
-    monkeypatch.setenv("ARBOR_EXECUTOR", "ray")
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     (tmp_path / "d.jsonl").write_text('{"q": 1}\n')
-    result = CliRunner().invoke(app, ["batch", "run", "d.jsonl", "--template", "x"])
-    assert result.exit_code == 2 and "Ray executor is not available" in result.output
+    args = ["batch", "run", "d.jsonl", "--template", "x"]
+    if from_env:
+        monkeypatch.setenv("ARBOR_EXECUTOR", "ray")
+    else:
+        args += ["--executor", "ray"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "install arbor[ray]" in result.output
+    assert "Traceback" not in result.output

@@ -1,14 +1,16 @@
 """``arbor batch run|resume|list|show|pause|cancel|export``: batches from the command line.
 
-``run`` stores the dataset as items, then drives them with a live progress bar on stderr
-(done, failed, rate, ETA, tokens, cost); the batch id is printed alone on the last line of
-stdout whatever the outcome, so scripts can ``tail -n1``. A killed or interrupted ``run``
-leaves the batch resumable: ``arbor batch resume ID`` picks up the pending items and, once
-their leases expire, the ones the dead process held.
+``run`` stores the dataset as items, then drives them (``--executor local``, the default:
+in this process; ``ray``: Ray actors, see :mod:`arbor.runtime.ray_executor`) with a live
+progress bar on stderr (done, failed, rate, ETA, tokens, cost); the batch id is printed
+alone on the last line of stdout whatever the outcome, so scripts can ``tail -n1``. A killed
+or interrupted ``run`` leaves the batch resumable: ``arbor batch resume ID`` picks up the
+pending items and, once their leases expire, the ones the dead process held.
 
 Exit codes: 0 when the batch finished (some items may have failed: the summary says how
 many) or paused on its budget; 1 when it was cancelled or failed; 2 for bad usage or input
-(unreadable dataset, bad template, unknown agent/workflow/batch, ``--executor ray``).
+(unreadable dataset, bad template, unknown agent/workflow/batch, an unknown ``--executor``,
+``ray`` without Ray installed).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from arbor.service.cli._common import EXIT_ERROR, EXIT_USAGE, fail, settings_or_
 if TYPE_CHECKING:  # the runtime pulls in agents, the store and SDKs: loaded when a command runs
     from arbor.runtime import BatchService
     from arbor.runtime.executor import LocalExecutor
+    from arbor.runtime.ray_executor import RayExecutor
     from arbor.store.batches import BatchRecord
 
 __all__ = ["batch_app"]
@@ -55,9 +58,6 @@ batch_app = typer.Typer(
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False)
 _STATUSES = ("pending", "running", "paused", "succeeded", "failed", "cancelled")
-_RAY_UNAVAILABLE = (
-    "the Ray executor is not available in this build; use --executor local (the default)"
-)
 
 
 # ---- plumbing ---------------------------------------------------------------------------
@@ -142,18 +142,36 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
-def _check_executor(executor: str | None, settings: Settings) -> None:
+def _check_executor(executor: str | None, settings: Settings) -> Settings:
+    """The settings with the chosen executor; Ray must be importable to choose it."""
     chosen = executor or settings.executor
     if chosen not in ("local", "ray"):
         fail(f"--executor must be local or ray, got {chosen!r}", EXIT_USAGE)
     if chosen == "ray":
-        fail(_RAY_UNAVAILABLE, EXIT_USAGE)
+        from arbor.core.errors import ConfigError
+        from arbor.runtime.ray_executor import require_ray
+
+        try:
+            require_ray()
+        except ConfigError as exc:
+            from rich.markup import escape
+
+            fail(escape(str(exc)), EXIT_USAGE)  # "arbor[ray]" is not markup
+    return settings.model_copy(update={"executor": chosen})
 
 
 # ---- running with a progress bar --------------------------------------------------------
 
 
 async def _drive(service: BatchService, batch_id: str, *, show_progress: bool) -> BatchRecord:
+    if service.settings.executor == "ray":  # actors with their own clients (ray_executor)
+        from arbor.runtime.ray_executor import RayExecutor
+
+        driver = RayExecutor(service.settings, service.repo, batch_id)
+        task = asyncio.create_task(driver.run())
+        if show_progress:
+            await _watch(driver, task)
+        return await task
     async with service.open_client(batch_id) as client:
         executor = await service.executor(batch_id, client)
         task = asyncio.create_task(executor.run())
@@ -162,7 +180,7 @@ async def _drive(service: BatchService, batch_id: str, *, show_progress: bool) -
         return await task
 
 
-async def _watch(executor: LocalExecutor, task: asyncio.Task[BatchRecord]) -> None:
+async def _watch(executor: LocalExecutor | RayExecutor, task: asyncio.Task[BatchRecord]) -> None:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -268,8 +286,7 @@ def run_batch(
     if len(given) != 1:
         fail("give exactly one of --template, --agent or --workflow", EXIT_USAGE)
     kind = given[0]
-    settings = settings_or_exit()
-    _check_executor(executor, settings)
+    settings = _check_executor(executor, settings_or_exit())
     if fmt is not None and fmt not in ("jsonl", "csv"):
         fail(f"--format must be jsonl or csv, got {fmt!r}", EXIT_USAGE)
     if template is not None and template.startswith("@"):
@@ -314,8 +331,7 @@ def resume_batch(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Continue a paused or interrupted batch; prints the batch id last."""
-    settings = settings_or_exit()
-    _check_executor(executor, settings)
+    settings = _check_executor(executor, settings_or_exit())
 
     async def pick(service: BatchService) -> str:
         await service.resume(batch_id, budget_usd=budget)
