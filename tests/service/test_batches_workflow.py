@@ -9,6 +9,9 @@ from _workflows import review_reply
 from test_batches_api import wait_done
 
 from arbor.llm.model import Model
+from arbor.store import Database, RunRepository, migrate
+from arbor.store.batches import BatchRepository, NewItem
+from arbor.store.run_leases import RunLeases
 from arbor.testing import FunctionModel
 
 
@@ -29,3 +32,24 @@ async def test_a_workflow_batch_runs_each_row_as_a_run(http: httpx.AsyncClient) 
     assert items[1]["status"] == "failed" and items[1]["error"]
     run = await http.get(f"/v1/runs/{items[0]['run_id']}")
     assert run.status_code == 200 and run.json()["status"] == "succeeded"
+
+
+async def test_a_batch_items_run_is_never_taken_by_the_run_sweep(db: Database) -> None:
+    """Two servers: a server starting up must not resume the run a batch item is driving
+    elsewhere (the item's lease decides who drives it), while other unleased runs are
+    still resumed."""
+    await migrate(db)
+    runs = RunRepository(db)
+    item_run = await runs.create("review-loop", {"task": "a"}, status="running")
+    other_run = await runs.create("review-loop", {"task": "b"}, status="running")
+    batches = BatchRepository(db)
+    batch = await batches.create(
+        name="b",
+        kind="workflow",
+        spec={"kind": "workflow", "workflow": "review-loop"},
+        items=[NewItem(0, {"task": "a"})],
+    )
+    [claimed] = await batches.claim(batch.id, "worker-1", 1, 60)
+    assert await batches.set_run_id(batch.id, claimed.item, "worker-1", item_run.id)
+    claimable = await RunLeases(db).claimable(unleased=True)
+    assert other_run.id in claimable and item_run.id not in claimable

@@ -25,7 +25,7 @@ from arbor.core.errors import NotFoundError
 from arbor.store._records import RESUMABLE_STATUSES, TERMINAL_STATUSES
 from arbor.store._util import utcnow
 from arbor.store.engine import Database
-from arbor.store.tables import RUN_STATUSES, RunRow
+from arbor.store.tables import RUN_STATUSES, BatchItemRow, RunRow
 
 __all__ = ["LeaseHolder", "RunLeases"]
 
@@ -105,7 +105,8 @@ class RunLeases:
         holds itself.
 
         Runs driven without leases (a batch's workflow items, ``arbor run``) look unleased
-        while they run: a periodic sweep passes ``unleased=False`` and leaves them alone."""
+        while they run: a periodic sweep passes ``unleased=False`` and leaves them alone.
+        A batch item's run is never claimable: whoever holds the item's lease drives it."""
         now = utcnow()
         free = [and_(RunRow.lease_owner.is_not(None), RunRow.lease_expires_at <= now)]
         if unleased:
@@ -114,7 +115,15 @@ class RunLeases:
             free.append(RunRow.lease_owner == owner)
         query = (
             select(RunRow.id)
-            .where(RunRow.status.in_(sorted(RESUMABLE_STATUSES)), or_(*free))
+            .where(
+                RunRow.status.in_(sorted(RESUMABLE_STATUSES)),
+                or_(*free),
+                # One pass over the batch items' run ids (no index on them): NOT IN, not a
+                # correlated NOT EXISTS per candidate run.
+                RunRow.id.not_in(
+                    select(BatchItemRow.run_id).where(BatchItemRow.run_id.is_not(None))
+                ),
+            )
             .order_by(RunRow.created_at, RunRow.id)
         )
         async with self._db.session() as session:
