@@ -21,6 +21,7 @@ from arbor.llm.types import ChatRequest
 from arbor.service import batches as batches_module
 from arbor.service.context import ServiceContext, open_context
 from arbor.store import UsageRepository
+from arbor.store.batches import NewItem
 from arbor.testing import FunctionModel
 
 
@@ -229,7 +230,6 @@ async def test_a_server_shut_down_mid_batch_hands_its_items_to_another(
     try:
         assert first.batches is not None
         from arbor.runtime.spec import BatchSpec
-        from arbor.store.batches import NewItem
 
         spec = BatchSpec(kind="template", template="{{ t }}")
         items = [NewItem(n, {"t": f"slow {n}"}) for n in range(4)]
@@ -262,3 +262,22 @@ def test_poll_setting(service_settings: Settings) -> None:
     assert service_settings.service.batch_poll_seconds == 2.0
     tuned = load_settings(service={"batch_poll_seconds": 0.5})
     assert tuned.service.batch_poll_seconds == 0.5
+
+
+async def test_a_batch_this_server_cannot_drive_is_left_to_others(
+    service_ctx: ServiceContext,
+) -> None:
+    manager = service_ctx.batches
+    assert manager is not None
+    spec = {"kind": "workflow", "workflow": "only-elsewhere"}  # e.g. an app's workflow
+    record = await manager.repo.create(
+        name="elsewhere", kind="workflow", spec=spec, items=[NewItem(0, {"task": "x"})]
+    )
+    assert await manager.join_running() == [record.id]
+
+    async def given_up() -> bool:
+        return not manager.active(record.id)
+
+    await until(given_up)
+    assert (await manager.repo.get(record.id)).status == "pending"  # not failed
+    assert await manager.join_running() == []  # left alone for a while

@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import importlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -61,6 +61,8 @@ log = structlog.get_logger("arbor.service.batches")
 #: Seconds a shutdown lets the items in flight finish before it stops them (their leases
 #: are then released, so another server takes them at once).
 _SHUTDOWN_GRACE = 3.0
+#: Seconds a server leaves alone a batch it found it cannot drive before it looks again.
+_SKIP_SECONDS = 60.0
 #: Seconds over which the finishing rate is measured.
 _RATE_WINDOW = 60.0
 
@@ -127,6 +129,8 @@ class BatchManager:
         self._drivers: dict[str, BatchDriver] = {}
         #: Every batch this process drove (whose leases it may hold at shutdown).
         self._driven: set[str] = set()
+        #: Batches this server found it cannot drive, and until when it leaves them alone.
+        self._skip_until: dict[str, float] = {}
         self._poller: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -176,6 +180,9 @@ class BatchManager:
         """Drive the batch in a background task unless this process already does."""
         if self._closed or self.active(batch_id):
             return False
+        if self._skip_until.get(batch_id, 0.0) > time.monotonic():
+            return False
+        self._skip_until.pop(batch_id, None)
         task = asyncio.create_task(self._drive(batch_id), name=f"batch:{batch_id}")
         self._tasks[batch_id] = task
         self._driven.add(batch_id)
@@ -185,38 +192,32 @@ class BatchManager:
     async def _drive(self, batch_id: str) -> None:
         try:
             async with self.service.open_client(batch_id) as client:
-                record = await self.repo.get(batch_id)
-                key_id = BatchSpec.model_validate(record.spec).key_id
-                driver = await self.executor(
-                    self.service, batch_id, for_key(client, key_id), self.owner
-                )
+                try:
+                    record = await self.repo.get(batch_id)
+                    key_id = BatchSpec.model_validate(record.spec).key_id
+                    driver = await self.executor(
+                        self.service, batch_id, for_key(client, key_id), self.owner
+                    )
+                except (ArborError, ValueError) as exc:
+                    self._cannot_run(batch_id, exc)
+                    return
                 self._drivers[batch_id] = driver
                 current = (await self.repo.get(batch_id)).status
                 if self._closed or current not in ("pending", "running"):
                     return  # paused, cancelled or ended meanwhile: nothing to drive
                 done = await driver.run()
                 log.info("batch.driven", batch_id=batch_id, status=done.status)
-        except NotFoundError as exc:
-            await self._fail(batch_id, str(exc))
-        except ArborError as exc:  # cannot ever run here (unknown model, deleted agent...)
-            if isinstance(exc, ConfigError | NotFoundError) or exc.kind in (
-                "template",
-                "invalid_definition",
-                "unknown_model",
-            ):
-                await self._fail(batch_id, str(exc))
-            else:
-                log.warning("batch.drive_failed", batch_id=batch_id, error=str(exc))
+        except (ArborError, ValueError) as exc:  # e.g. a model this server cannot serve
+            self._cannot_run(batch_id, exc)
         finally:
             self._drivers.pop(batch_id, None)
 
-    async def _fail(self, batch_id: str, reason: str) -> None:
-        """The batch can never run: mark it failed (its items stay as they are)."""
-        log.warning("batch.cannot_run", batch_id=batch_id, reason=reason)
-        with contextlib.suppress(NotFoundError):
-            await self.repo.set_status(
-                batch_id, "failed", error=reason, only_from=("pending", "running")
-            )
+    def _cannot_run(self, batch_id: str, exc: BaseException) -> None:
+        """This server cannot drive the batch (a workflow, agent or model it does not know,
+        a spec it cannot read): leave it to the others, and look again in a while. Like
+        runs of unknown workflows, it is not failed: another process may serve it."""
+        log.warning("batch.not_driven_here", batch_id=batch_id, reason=str(exc))
+        self._skip_until[batch_id] = time.monotonic() + _SKIP_SECONDS
 
     def _forget(self, batch_id: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(batch_id) is task:
