@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -267,6 +268,7 @@ class VectorStore:
     def sync_source(self, collection: str, source: str, chunks: Sequence[Chunk]) -> SyncResult:
         """Make ``source``'s chunks exactly ``chunks``: insert new ones, skip those already
         stored (same source and text), remove the ones the source no longer has."""
+        self._load(collection)
         if any(c.source != source for c in chunks):
             raise ValueError(f"every chunk must come from {source!r}")
         # a source with two identical chunks stores the text once
@@ -314,6 +316,7 @@ class VectorStore:
 
     def delete_source(self, collection: str, source: str) -> int:
         """Remove every chunk of ``source``; returns how many there were."""
+        self._load(collection)
         ids = self._ids(collection, f"source == {_quote(source)}")
         if ids:
             with self._errors(collection):
@@ -322,16 +325,31 @@ class VectorStore:
 
     # ---- reads -----------------------------------------------------------------------
     def count(self, collection: str) -> int:
+        self._load(collection)
         with self._errors(collection):
             rows = self._client.query(collection, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     def sources(self, collection: str) -> set[str]:
-        with self._errors(collection):
-            rows = self._client.query(
-                collection, filter="chunk >= 0", output_fields=["source"], limit=16_384
-            )
-        return {str(r["source"]) for r in rows}
+        """Every source with chunks in ``collection`` (paged: no 16,384-row query cap)."""
+        self._load(collection)
+        quiet = _DropMvccNotice()
+        log = logging.getLogger("pymilvus.client.iterator.query_iterator")
+        out: set[str] = set()
+        log.addFilter(quiet)  # Milvus Lite has no MVCC timestamps; pymilvus warns each time
+        try:
+            with self._errors(collection):
+                pages = self._client.query_iterator(
+                    collection, batch_size=1000, filter="chunk >= 0", output_fields=["source"]
+                )
+                try:
+                    while page := pages.next():
+                        out.update(str(r["source"]) for r in page)
+                finally:
+                    pages.close()
+        finally:
+            log.removeFilter(quiet)
+        return out
 
     def search(
         self, collection: str, query: str, k: int = 5, *, vector: Sequence[float] | None = None
@@ -342,6 +360,7 @@ class VectorStore:
             raise ValueError("k must be at least 1")
         if not query.strip():
             return []
+        self._load(collection)
         fields = ["text", "source", "kind", "title", "chunk"]
         with self._errors(collection):
             if vector is not None and self.dense_dim(collection) is not None:
@@ -378,9 +397,20 @@ class VectorStore:
 
     # ---- internals -------------------------------------------------------------------
     def _ids(self, collection: str, expr: str) -> list[str]:
+        self._load(collection)
         with self._errors(collection):
             rows = self._client.query(collection, filter=expr, output_fields=["id"], limit=16_384)
         return [str(r["id"]) for r in rows]
+
+    def _load(self, collection: str) -> None:
+        """Load ``collection`` for reads once (a reopened Milvus Lite starts released)."""
+        if collection in self._ready:
+            return
+        with self._errors(collection):
+            if not self._client.has_collection(collection):
+                raise VectorStoreError(f"no collection {collection!r} (nothing stored there yet)")
+            self._client.load_collection(collection)
+        self._ready.add(collection)
 
     def _errors(self, collection: str) -> _Translate:
         if self._closed:
@@ -407,6 +437,11 @@ class _Translate:
             raise VectorStoreError(
                 f"Milvus ({self.uri}), collection {self.collection!r}: {exc.message}"
             ) from exc
+
+
+class _DropMvccNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
 
 
 def _hit(row: dict[str, Any]) -> Hit:
