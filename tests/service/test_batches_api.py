@@ -53,11 +53,12 @@ async def test_upload_jsonl_with_a_malformed_row_fails_that_item_only(
     r = await http.post(
         "/v1/batches",
         files={"file": ("rows.jsonl", data, "application/x-ndjson")},
-        data={"template": "Q: {{ q }}", "concurrency": "2"},
+        data={"template": "Q: {{ q }}", "concurrency": "2", "lease_seconds": "5"},
     )
     assert r.status_code == 202, r.text
     batch = r.json()
     assert batch["name"] == "rows.jsonl" and batch["spec"]["options"]["concurrency"] == 2
+    assert batch["spec"]["options"]["lease_seconds"] == 5
     done = await wait_done(http, batch["id"])
     assert done["status"] == "succeeded"
     assert (done["progress"]["succeeded"], done["progress"]["failed"]) == (2, 1)

@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 __all__ = ["BatchCreate", "datasets_dir", "invalid", "read_create_request"]
 
 _TARGETS: tuple[BatchKind, ...] = ("template", "agent", "workflow")
+#: Request fields that are BatchOptions.
+_OPTIONS = (
+    "concurrency",
+    "rpm",
+    "tpm",
+    "budget_usd",
+    "max_attempts",
+    "lease_seconds",
+    "temperature",
+    "max_tokens",
+)
 
 
 class BatchCreate(BaseModel):
@@ -48,6 +59,12 @@ class BatchCreate(BaseModel):
     rpm: int | None = Field(None, ge=1, le=10_000_000)
     tpm: int | None = Field(None, ge=1, le=1_000_000_000)
     budget_usd: float | None = Field(None, ge=0, le=1e9)
+    max_attempts: int | None = Field(None, ge=1, le=20, description="Tries per item")
+    lease_seconds: float | None = Field(
+        None, gt=0, le=3600, description="How soon a dead server's items are taken over"
+    )
+    temperature: float | None = Field(None, ge=0, le=2, description="Template batches")
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000, description="Template batches")
     format: Literal["jsonl", "csv"] | None = Field(
         None, description="The dataset's format (default: from its name)"
     )
@@ -160,9 +177,7 @@ async def _spec(create: BatchCreate, ctx: ServiceContext, key_id: str | None) ->
         )
     kind = given[0]
     options: dict[str, Any] = {
-        k: getattr(create, k)
-        for k in ("concurrency", "rpm", "tpm", "budget_usd")
-        if getattr(create, k) is not None
+        k: getattr(create, k) for k in _OPTIONS if getattr(create, k) is not None
     }
     try:
         spec = BatchSpec(
