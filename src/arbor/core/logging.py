@@ -168,7 +168,18 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Chatty dependencies stay at warning unless we are debugging.
-    for name in ("httpx", "httpx2", "httpcore", "openai", "aiosqlite", "asyncio", "alembic"):
+    for name in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "openai",
+        "aiosqlite",
+        "asyncio",
+        "alembic",
+        "faiss",
+        "milvus_lite",
+        "pymilvus",
+    ):
         logging.getLogger(name).setLevel("DEBUG" if level == "debug" else "WARNING")
     return redactor
 
