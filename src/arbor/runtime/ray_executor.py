@@ -312,7 +312,22 @@ async def executor_factory(
         service.settings,
         service.repo,
         batch_id,
-        models=service.models or None,
-        workflows=service.workflows,
-        tools=service.tools or None,
+        models=_portable("models", service.models or None),
+        workflows=_portable("workflows", service.workflows),
+        tools=_portable("tools", service.tools or None),
     )
+
+
+def _portable(what: str, value: Any) -> Any:
+    """``value`` when it can travel to the actors, else None (the actors then use the
+    built-in workflows, the configured models and no tools) with a warning: e.g. a
+    server's workflow resolver bound to its run manager cannot be pickled."""
+    if value is None:
+        return None
+    ray = require_ray()
+    try:
+        ray.cloudpickle.dumps(value)
+    except Exception:
+        log.warning("batch.ray_not_portable", what=what, using="built-in defaults")
+        return None
+    return value
