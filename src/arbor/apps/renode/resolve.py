@@ -10,6 +10,7 @@ description of a peripheral, for which the model proposes a register map
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def shipped_svds() -> dict[str, Path]:
     return {p.stem: p for p in sorted(root.glob("*.svd"))}
 
 
+@lru_cache(maxsize=8)
+def _peripheral_names(svd: Path) -> tuple[str, ...]:
+    return tuple(load_device(svd).peripheral_names)
+
+
 def _aliases(stem: str) -> list[str]:
     names = {stem.lower()}
     trimmed = stem.lower().rstrip("x")
@@ -65,7 +71,7 @@ def find_request(text: str, svds: dict[str, Path] | None = None) -> tuple[Path, 
             f"no known device named in the request (known devices: {known}); give an SVD "
             "file and a peripheral, or a description of the peripheral's registers"
         )
-    names = load_device(svds[device]).peripheral_names
+    names = _peripheral_names(svds[device])
     found = sorted((n for n in names if _mentions(lowered, n.lower())), key=len, reverse=True)
     if not found:
         raise RenodeError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,8 @@ from arbor.agents.workflow.checkpoints import RunEvent
 from arbor.agents.workflow.graph import END, Workflow
 from arbor.agents.workflow.runner import NodeContext
 from arbor.apps.renode.compile import compile_models
-from arbor.apps.renode.emitter import emit_model
+from arbor.apps.renode.emitter import EmittedModel, emit_model
+from arbor.apps.renode.outputs import check_robot, repl_snippet, repl_type, robot_suite
 from arbor.apps.renode.prompts import (
     CODER,
     DESCRIBER,
@@ -48,7 +50,14 @@ from arbor.apps.renode.validate import Confidence, validate_source
 from arbor.core.errors import ArborError
 from arbor.llm.types import ChatRequest
 
-__all__ = ["MAX_ITERATIONS", "Attempt", "RenodeState", "renode_workflow", "score"]
+__all__ = [
+    "MAX_ITERATIONS",
+    "Attempt",
+    "RenodeState",
+    "renode_workflow",
+    "score",
+    "write_outputs",
+]
 
 #: The hard cap of the refinement loop; ``state.max_iterations`` may only lower it.
 MAX_ITERATIONS = 10
@@ -341,3 +350,38 @@ def renode_workflow(
     wf.refine_until("check", _done, refine="code", then="finish", max_iterations=max_iterations)
     wf.edge("finish", END)
     return wf
+
+
+def write_outputs(state: RenodeState, out: Path) -> dict[str, str]:
+    """Write the best model, its ``.repl``, Robot suite and the run's JSON report into
+    ``out``; the file names by kind."""
+    regmap = RegisterMap.model_validate(state.regmap)
+    emitted = emit_model(regmap)
+    model = EmittedModel(emitted.type_name, emitted.namespace, state.output)
+    robot = robot_suite(regmap, model)
+    checked = check_robot(robot)
+    if out.exists() and not out.is_dir():
+        raise RenodeError(f"output path {out} exists and is not a directory")
+    stem = model.type_name
+    files = {
+        "model": model.file_name,
+        "repl": f"{stem}.repl",
+        "robot": f"{stem}.robot",
+        "report": f"{stem}.json",
+    }
+    report = {
+        **state.report,
+        "type": repl_type(model),
+        "files": files,
+        "robot_tests": checked.tests,
+        "robot_errors": list(checked.errors),
+    }
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / files["model"]).write_text(state.output, encoding="utf-8")
+        (out / files["repl"]).write_text(repl_snippet(regmap, model), encoding="utf-8")
+        (out / files["robot"]).write_text(robot, encoding="utf-8")
+        (out / files["report"]).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise RenodeError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    return files

@@ -91,16 +91,46 @@ def list_peripherals(
 
 @renode_app.command("generate")
 def generate(
-    svd: SvdOption,
-    peripheral: Annotated[str, typer.Option("--peripheral", "-p", help="Peripheral name.")],
+    svd: Annotated[
+        Path | None, typer.Option("--svd", help="CMSIS-SVD file.", show_default=False)
+    ] = None,
+    peripheral: Annotated[
+        str | None, typer.Option("--peripheral", "-p", help="Peripheral name.")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("."),
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Run the agents on this model.")
+    ] = None,
+    request: Annotated[
+        str | None,
+        typer.Option("--request", help="With --model: e.g. 'USART1 of STM32F103xx'."),
+    ] = None,
+    description: Annotated[
+        Path | None,
+        typer.Option("--description", help="With --model: a text file describing the registers."),
+    ] = None,
+    max_iterations: Annotated[
+        int, typer.Option("--max-iterations", min=1, max=10, help="Refinement iterations.")
+    ] = 3,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=16, help="Cap on each agent reply.")
+    ] = None,
 ) -> None:
     """Write <Name>.cs, .repl, .robot and a .json report for one peripheral.
 
-    Runs the deterministic path: register map, C# skeleton, then the validators (syntax,
-    mcs compile, register accuracy, conventions) and their confidence. The agentic refinement
-    (planner, coder, reviewer adding behaviour) arrives with the agents loop; it is not run here.
+    Without --model: the deterministic path only (register map, C# skeleton, then the
+    validators: syntax, mcs compile, register accuracy, conventions); the agentic refinement
+    is not run here. With --model: the renode workflow (planner, coder and reviewer agents
+    adding behaviour behind the validator gate, which keeps the best version), shown live;
+    the input is --svd/--peripheral, --request or --description.
     """
+    if model is not None:
+        _agentic(model, svd, peripheral, out, request, description, max_iterations, max_tokens)
+        return
+    if request is not None or description is not None:
+        fail("--request and --description need --model (the agents read them)", EXIT_USAGE)
+    if svd is None or peripheral is None:
+        fail("give --svd FILE and --peripheral NAME (or --model with --request)", EXIT_USAGE)
     from arbor.apps.renode.pipeline import generate as run_generate
 
     report = _guard(run_generate, svd, peripheral, out)
@@ -118,6 +148,36 @@ def generate(
         _out.print(f"{kind}: {out / name}")
     if not conf.passed or report.robot_errors:
         fail("the generated model did not pass every validator (see above)", EXIT_ERROR)
+
+
+def _agentic(
+    model: str,
+    svd: Path | None,
+    peripheral: str | None,
+    out: Path,
+    request: str | None,
+    description: Path | None,
+    max_iterations: int,
+    max_tokens: int | None,
+) -> None:
+    from arbor.service.cli._common import settings_or_exit
+    from arbor.service.cli.renode_agents import run_agentic
+
+    state: dict[str, Any] = {"max_iterations": max_iterations, "max_tokens": max_tokens}
+    if svd is not None:
+        if not svd.is_file():
+            fail(f"SVD file not found: {svd}", EXIT_USAGE)
+        if not peripheral:
+            fail("--svd needs --peripheral NAME", EXIT_USAGE)
+        state.update(svd=str(svd), peripheral=peripheral)
+    elif description is not None:
+        try:
+            state["description"] = description.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read {description}: {exc}", EXIT_USAGE)
+    else:
+        state["task"] = request or ""
+    run_agentic(settings_or_exit(), model, state, out, _out)
 
 
 def _results_json(evals: list[SvdEvaluation]) -> dict[str, Any]:
@@ -214,3 +274,12 @@ def evaluate(
     if failed:
         fail(f"{len(failed)} peripheral(s) failed: {', '.join(failed[:10])}", EXIT_ERROR)
     sys.stdout.flush()
+
+
+def _register_retrieval() -> None:
+    from arbor.service.cli.renode_retrieval import register
+
+    register(renode_app)
+
+
+_register_retrieval()
