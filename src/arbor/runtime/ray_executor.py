@@ -145,9 +145,7 @@ class BatchWorker:
                 executor = await service.executor(batch_id, client)
                 executor.owner = self.owner
                 concurrency = max(1, math.ceil(executor.options.concurrency * share))
-                executor.options = executor.options.model_copy(
-                    update={"concurrency": concurrency}
-                )
+                executor.options = executor.options.model_copy(update={"concurrency": concurrency})
                 self._executors[batch_id] = executor
                 try:
                     await executor.run()
@@ -234,6 +232,7 @@ class RayExecutor:
             await asyncio.gather(watcher, return_exceptions=True)
         final = await self.repo.get(self.batch_id, progress=True)
         self._read(final)
+        log.info("batch.ray_finished", batch_id=self.batch_id, finished_by=self.finished_by)
         if final.status not in BATCH_ACTIVE or (
             final.progress is not None and final.progress.remaining == 0
         ):
