@@ -13,6 +13,7 @@ from arbor.service.routes.keys import router as keys_router
 from arbor.service.routes.openai import router as openai_router
 from arbor.service.routes.runs import router as runs_router
 from arbor.service.routes.usage import router as usage_router
+from arbor.service.routes.workspaces import router as workspaces_router
 
 __all__ = ["ROUTERS"]
 
@@ -22,6 +23,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health_router,
     keys_router,
     runs_router,
+    workspaces_router,
     batches_router,
     agents_router,
     usage_router,
