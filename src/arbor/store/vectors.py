@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,9 @@ MAX_TEXT_BYTES = 65_535
 _MAX_SOURCE = 4096
 _MAX_TITLE = 1024
 _RRF_K = 60
+_QUERY_CAP = 16_384  # Milvus's largest query result
+_HEX = "0123456789abcdef"
+_MODEL_PROPERTY = "arbor.dense_model"
 _LOCK = threading.Lock()
 # One embedded server per data directory per process, as milvus-lite's own server manager
 # keeps them; the count lets the last store to close stop it.
@@ -200,11 +202,7 @@ class VectorStore:
                         f"{dense_dim}; drop it (or use another ARBOR_HOME) to re-index"
                     )
             else:
-                schema = self._client.create_schema(
-                    auto_id=False,
-                    enable_dynamic_field=False,
-                    description=json.dumps({"dense_model": dense_model}),
-                )
+                schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
                 schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
                 schema.add_field(
                     "text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True
@@ -232,7 +230,12 @@ class VectorStore:
                     index.add_index(
                         field_name="dense", index_type="AUTOINDEX", metric_type="COSINE"
                     )
-                self._client.create_collection(name, schema=schema, index_params=index)
+                self._client.create_collection(
+                    name, schema=schema, properties={_MODEL_PROPERTY: dense_model}
+                )
+                # sync=False: building an index on an empty collection is immediate, and
+                # pymilvus's wait asks for a timestamp Milvus Lite does not implement
+                self._client.create_index(name, index, sync=False)
             if name not in self._ready:
                 self._client.load_collection(name)
                 self._ready.add(name)
@@ -258,11 +261,8 @@ class VectorStore:
     def dense_model(self, name: str) -> str:
         """The embeddings model the collection's dense vectors came from ("" when none)."""
         with self._errors(name):
-            desc = self._client.describe_collection(name).get("description") or ""
-        try:
-            return str(json.loads(desc).get("dense_model", ""))
-        except (ValueError, AttributeError):
-            return ""
+            properties = self._client.describe_collection(name).get("properties") or {}
+        return str(properties.get(_MODEL_PROPERTY, ""))
 
     # ---- writes ----------------------------------------------------------------------
     def sync_source(self, collection: str, source: str, chunks: Sequence[Chunk]) -> SyncResult:
@@ -331,24 +331,24 @@ class VectorStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     def sources(self, collection: str) -> set[str]:
-        """Every source with chunks in ``collection`` (paged: no 16,384-row query cap)."""
+        """Every source with chunks in ``collection``. A Milvus query returns at most 16,384
+        rows, so the rows are listed by content-hash prefix, splitting a full prefix again."""
         self._load(collection)
-        quiet = _DropMvccNotice()
-        log = logging.getLogger("pymilvus.client.iterator.query_iterator")
         out: set[str] = set()
-        log.addFilter(quiet)  # Milvus Lite has no MVCC timestamps; pymilvus warns each time
-        try:
+        prefixes = list(_HEX)
+        while prefixes:
+            prefix = prefixes.pop()
             with self._errors(collection):
-                pages = self._client.query_iterator(
-                    collection, batch_size=1000, filter="chunk >= 0", output_fields=["source"]
+                rows = self._client.query(
+                    collection,
+                    filter=f'sha like "{prefix}%"',
+                    output_fields=["source"],
+                    limit=_QUERY_CAP,
                 )
-                try:
-                    while page := pages.next():
-                        out.update(str(r["source"]) for r in page)
-                finally:
-                    pages.close()
-        finally:
-            log.removeFilter(quiet)
+            if len(rows) >= _QUERY_CAP and len(prefix) < 6:
+                prefixes += [prefix + h for h in _HEX]
+                continue
+            out.update(str(r["source"]) for r in rows)
         return out
 
     def search(
@@ -399,7 +399,9 @@ class VectorStore:
     def _ids(self, collection: str, expr: str) -> list[str]:
         self._load(collection)
         with self._errors(collection):
-            rows = self._client.query(collection, filter=expr, output_fields=["id"], limit=16_384)
+            rows = self._client.query(
+                collection, filter=expr, output_fields=["id"], limit=_QUERY_CAP
+            )
         return [str(r["id"]) for r in rows]
 
     def _load(self, collection: str) -> None:
@@ -437,11 +439,6 @@ class _Translate:
             raise VectorStoreError(
                 f"Milvus ({self.uri}), collection {self.collection!r}: {exc.message}"
             ) from exc
-
-
-class _DropMvccNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "mvccTs" not in record.getMessage()
 
 
 def _hit(row: dict[str, Any]) -> Hit:
