@@ -258,8 +258,9 @@ def _examples_plan(path: Path) -> tuple[Path, list[Path]]:
     if not root.exists():
         raise RetrievalError(f"no such file or directory: {path}")
     files = _csharp_files(root)
-    if not files and root.is_file():
-        raise RetrievalError(f"{path} is not a C# file (*.cs)")
+    if not files:
+        what = "is not a C# file (*.cs)" if root.is_file() else "holds no C# files (*.cs)"
+        raise RetrievalError(f"{path} {what}")
     return root, files
 
 
