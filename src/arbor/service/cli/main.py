@@ -15,6 +15,7 @@ from arbor.service.cli.renode import renode_app
 from arbor.service.cli.run import run
 from arbor.service.cli.runs import runs_app
 from arbor.service.cli.serve import serve
+from arbor.service.cli.team import team, workspace
 
 __all__ = ["app", "main"]
 
@@ -35,6 +36,8 @@ app.add_typer(batch_app, name="batch")
 app.add_typer(agents_app, name="agents")
 app.add_typer(keys_app, name="keys")
 app.add_typer(renode_app, name="renode")
+app.command("team")(team)
+runs_app.command("workspace")(workspace)
 app.command("serve")(serve)
 
 
