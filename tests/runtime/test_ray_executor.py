@@ -25,7 +25,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="arbor-test")
+    ray.init(
+        address="local",  # a fresh one, never a cluster someone started on this machine
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="arbor-test",
+    )
     yield
     ray.shutdown()
 
@@ -118,9 +124,36 @@ async def test_a_killed_actor_is_replaced_and_the_batch_finishes(
 
 
 def test_several_nodes_without_redis_are_refused(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path)
+    with pytest.raises(ConfigError, match="ARBOR_DATABASE_URL"):
+        check_shared_limits(Settings(home=tmp_path), nodes=2, actors=1)  # SQLite file
+    settings = Settings(home=tmp_path, database_url="postgresql+asyncpg://db/arbor")
     with pytest.raises(ConfigError, match="ARBOR_REDIS_URL"):
         check_shared_limits(settings, nodes=3, actors=2)
     check_shared_limits(settings, nodes=3, actors=1)  # one actor: nothing to share
-    check_shared_limits(settings, nodes=1, actors=4)  # one machine: in-process limits agree
+    check_shared_limits(Settings(home=tmp_path), nodes=1, actors=4)  # one machine, paced 1/4
     check_shared_limits(settings.model_copy(update={"redis_url": "redis://x"}), nodes=3, actors=2)
+
+
+async def test_a_pause_stops_the_actors_and_hands_their_items_back(
+    local_ray: None, tmp_path: Path
+) -> None:
+    slow = MockUpstream(MockConfig(port=0, latency_ms=200))
+    await slow.start()
+    try:
+        settings = _settings(tmp_path, slow)
+        async with Database.from_settings(settings) as db:
+            await migrate(db)
+            service = BatchService(db, settings)
+            batch_id = await _batch(service, 200, concurrency=4)
+            executor = RayExecutor(settings, service.repo, batch_id, actors=2)
+            task = asyncio.create_task(executor.run())
+            await _until(lambda: executor.progress.done >= 4)
+            await service.pause(batch_id)  # as the CLI or the API does
+            done = await asyncio.wait_for(task, 30)
+            assert done.status == "paused"
+            assert done.progress is not None
+            assert done.progress.running == 0  # nothing left leased to the actors
+            assert 4 <= done.progress.succeeded < 200
+            assert done.progress.pending == 200 - done.progress.succeeded
+    finally:
+        await slow.stop()

@@ -2,7 +2,8 @@
 
 :class:`RayExecutor` offers what the local executor offers its callers (``run``, ``stop``,
 ``progress``). It connects to the cluster at ``settings.ray_address`` (``ray.init(address=
-...)``; with no address Ray starts a local one-machine cluster in this process) and starts
+...)``; with no address, Ray's own choice: the cluster started on this machine by ``ray
+start --head`` if there is one, else a new one-machine cluster in this process) and starts
 ``actors`` async actors, named after the batch (``arbor-batch-<id>-<n>`` in namespace
 ``arbor``) so every process driving the batch — two ``arbor serve`` on one database, each
 with ``ARBOR_EXECUTOR=ray`` — attaches to the same actors instead of starting more.
@@ -88,7 +89,14 @@ def connect(settings: Settings) -> Any:
 
 
 def check_shared_limits(settings: Settings, nodes: int, actors: int) -> None:
-    """Refuse several actors on several machines when no Redis shares the rate limits."""
+    """Refuse several actors on several machines when no Redis shares the rate limits, and
+    a SQLite file (one machine's disk) on several machines."""
+    if nodes > 1 and settings.effective_database_url.startswith("sqlite"):
+        raise ConfigError(
+            f"the Ray cluster has {nodes} nodes but the database is a SQLite file on this "
+            "machine: set ARBOR_DATABASE_URL to a PostgreSQL database every node reaches",
+            variable="ARBOR_DATABASE_URL",
+        )
     if settings.redis_url is None and nodes > 1 and actors > 1:
         raise ConfigError(
             f"the Ray cluster has {nodes} nodes and the batch would run {actors} actors, "
