@@ -25,7 +25,13 @@ from ray.cluster_utils import Cluster
 from arbor.store import Database, migrate
 from arbor.testing.mock_upstream import spawn_mock_upstream
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+# One xdist worker runs the Ray modules one after the other (a cluster each, 2 cores).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.xdist_group("ray"),
+]
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 ADMIN = "distributed-test-admin-key-0123456789abcdef"

@@ -20,7 +20,8 @@ from arbor.store import Database, migrate
 from arbor.store.batches import NewItem
 from arbor.testing.mock_upstream import MockConfig, MockUpstream
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the Ray modules one after the other (a cluster each, 2 cores).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
