@@ -4,6 +4,9 @@ result, and a batch whose actor was killed mid-run is finished by its replacemen
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from arbor.runtime.ray_executor import RayExecutor, check_shared_limits
 from arbor.runtime.spec import BatchSpec
 from arbor.store import Database, migrate
 from arbor.store.batches import NewItem
-from arbor.testing.mock_upstream import MockConfig, MockUpstream
+from arbor.testing.mock_upstream import MockConfig, MockUpstream, spawn_mock_upstream
 
 # One xdist worker runs the Ray modules one after the other (a cluster each, 2 cores).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
@@ -158,3 +161,25 @@ async def test_a_pause_stops_the_actors_and_hands_their_items_back(
             assert done.progress.pending == 200 - done.progress.succeeded
     finally:
         await slow.stop()
+
+
+def test_the_cli_runs_a_batch_with_the_ray_executor(tmp_path: Path) -> None:
+    """``arbor batch run --executor ray`` in its own process, on a Ray it starts itself."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"q": {i}}}\n' for i in range(20)))
+    with spawn_mock_upstream(latency_ms=10) as url:
+        env = {
+            **os.environ,
+            "ARBOR_HOME": str(tmp_path / "home"),
+            "ARBOR_PROVIDERS__MOCK__BASE_URL": url,
+            "ARBOR_LOG_LEVEL": "warning",
+            "RAY_ADDRESS": "local",  # never a cluster someone else started on this machine
+        }
+        cmd = [sys.executable, "-m", "arbor.service.cli", "batch", "run", str(data)]
+        cmd += ["--template", "Q {{ q }}", "--model", "mock:mock-1", "--executor", "ray"]
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "batch succeeded: 20 succeeded, 0 failed" in done.stdout
+    assert "20/20" in done.stderr  # the progress bar, read from the store
