@@ -22,7 +22,15 @@ from arbor.service.context import ServiceContext
 from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey
 from arbor.service.errors import InvalidRequestError
 
-__all__ = ["WorkspaceFile", "WorkspaceListing", "open_workspace", "router", "workspace_dir"]
+__all__ = [
+    "WorkspaceFile",
+    "WorkspaceListing",
+    "list_entries",
+    "open_workspace",
+    "read_file",
+    "router",
+    "workspace_dir",
+]
 
 router = APIRouter(prefix="/v1/runs", tags=["workspaces"], route_class=KeyFirstRoute)
 
@@ -73,7 +81,7 @@ async def open_workspace(ctx: ServiceContext, run_id: str) -> Workspace:
     return ws
 
 
-def _entries(ws: Workspace) -> list[WorkspaceEntry]:
+def list_entries(ws: Workspace) -> list[WorkspaceEntry]:
     return [
         WorkspaceEntry(path=rel, size=(ws.root / rel).stat(follow_symlinks=False).st_size)
         for rel in ws.files()
@@ -96,7 +104,7 @@ async def download_workspace(run_id: str, ctx: Ctx, _key: ReadKey) -> Response:
 async def list_workspace(run_id: str, ctx: Ctx, _key: ReadKey) -> WorkspaceListing:
     """The workspace's files with their sizes, sorted by path."""
     ws = await open_workspace(ctx, run_id)
-    files = await asyncio.to_thread(_entries, ws)
+    files = await asyncio.to_thread(list_entries, ws)
     return WorkspaceListing(run_id=run_id, files=files, total_bytes=sum(f.size for f in files))
 
 
