@@ -20,10 +20,11 @@ from arbor.service.dashboard import (
     overview,
     runs,
     usage,
+    workspaces,
 )
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
-for _module in (assets, login, overview, agents, runs, live, batches, keys, usage):
+for _module in (assets, login, overview, agents, runs, live, batches, keys, usage, workspaces):
     router.include_router(_module.router)
