@@ -9,6 +9,8 @@ import httpx
 import pytest
 from test_batches_api import wait_done
 
+from arbor.service.context import ServiceContext
+
 
 @pytest.fixture
 def service_settings_overrides() -> dict[str, Any]:
@@ -34,3 +36,16 @@ async def test_budget_pauses_then_resume_with_more_finishes(http: httpx.AsyncCli
     assert r.status_code == 200, r.text
     done = await wait_done(http, paused["id"])
     assert done["status"] == "succeeded" and done["progress"]["succeeded"] == 30
+
+
+async def test_the_creating_keys_budget_applies_to_its_batch(
+    service_ctx: ServiceContext, make_http: Any
+) -> None:
+    created = await service_ctx.keys.create("frugal", scopes=["run"], budget_usd=1.2)
+    async with make_http(created.key) as http:
+        rows = [{"w": f"word {n}"} for n in range(30)]
+        r = await http.post("/v1/batches", json={"template": "{{ w }}", "rows": rows})
+        assert r.status_code == 202, r.text
+        paused = await wait_done(http, r.json()["id"])
+    assert (paused["status"], paused["paused_reason"]) == ("paused", "budget")
+    assert 0 < paused["progress"]["succeeded"] < 30

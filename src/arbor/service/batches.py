@@ -33,7 +33,7 @@ import structlog
 from sqlalchemy import and_, func, or_, select
 
 from arbor.agents.tools import Tool
-from arbor.core.config import Settings
+from arbor.core.config import ModelLimits, Settings
 from arbor.core.errors import ArborError, ConfigError, NotFoundError
 from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
@@ -42,7 +42,7 @@ from arbor.runtime.executor import StopReason, new_owner
 from arbor.runtime.spec import BatchSpec
 from arbor.service.errors import ConflictError
 from arbor.service.keyed import for_key
-from arbor.store import Database
+from arbor.store import Database, KeyRepository, UsageRepository
 from arbor.store._util import utcnow
 from arbor.store.batches import (
     BATCH_ACTIVE,
@@ -195,6 +195,8 @@ class BatchManager:
                 try:
                     record = await self.repo.get(batch_id)
                     key_id = BatchSpec.model_validate(record.spec).key_id
+                    if key_id is not None:
+                        await self._apply_key_limits(client, key_id)
                     driver = await self.executor(
                         self.service, batch_id, for_key(client, key_id), self.owner
                     )
@@ -211,6 +213,21 @@ class BatchManager:
             self._cannot_run(batch_id, exc)
         finally:
             self._drivers.pop(batch_id, None)
+
+    async def _apply_key_limits(self, client: LLMClient, key_id: str) -> None:
+        """The creating key's requests/min, tokens/min and budget (seeded with what it
+        spent so far) on the batch's client, as the service applies them to its requests."""
+        try:
+            record = await KeyRepository(self.service.db).get(key_id)
+        except NotFoundError:  # deleted since: nothing to apply
+            return
+        if record.rpm is not None or record.tpm is not None:
+            client.set_key_limits(key_id, ModelLimits(rpm=record.rpm, tpm=record.tpm))
+        if record.budget_usd is not None:
+            scope = f"key:{key_id}"
+            client.budgets.set_limit(scope, record.budget_usd)
+            spent = await UsageRepository(self.service.db).total_cost(key_id=key_id)
+            client.budgets.seed(scope, spent)
 
     def _cannot_run(self, batch_id: str, exc: BaseException) -> None:
         """This server cannot drive the batch (a workflow, agent or model it does not know,
@@ -229,11 +246,16 @@ class BatchManager:
     async def join_running(self) -> list[str]:
         """Start driving every pending or running batch this process does not drive yet;
         returns their ids."""
-        joined: list[str] = []
-        for status in ("running", "pending"):
-            for record in await self.repo.list(status=status, limit=10_000):
-                if self.drive(record.id):
-                    joined.append(record.id)
+        # One query for both states: a batch moving from pending to running between two
+        # queries would be in neither.
+        query = (
+            select(BatchRow.id)
+            .where(BatchRow.status.in_(("pending", "running")))
+            .order_by(BatchRow.created_at, BatchRow.id)
+        )
+        async with self.service.db.session() as s:
+            ids = list((await s.scalars(query)).all())
+        joined = [batch_id for batch_id in ids if self.drive(batch_id)]
         if joined:
             log.info("batch.joined", count=len(joined), batch_ids=joined)
         return joined
