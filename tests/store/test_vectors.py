@@ -169,3 +169,15 @@ def test_an_unreachable_server_names_the_setting(tmp_path: Path) -> None:
         VectorStore.open(_settings(tmp_path, uri), timeout=2)
     assert info.value.variable == "ARBOR_MILVUS_URI"
     assert "secret" not in str(info.value)
+
+
+def test_a_lite_directory_locked_by_another_process(tmp_path: Path) -> None:
+    """Milvus Lite is single-process; a held lock (here taken by hand, as another process's
+    server would) gives a ConfigError saying so instead of milvus-lite's logged traceback."""
+    lite = tmp_path / "milvus.db"
+    lite.mkdir()
+    with (lite / "LOCK").open("wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another process") as info:
+            VectorStore.open(_settings(tmp_path))
+    assert "ARBOR_MILVUS_URI" in str(info.value)
