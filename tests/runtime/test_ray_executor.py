@@ -183,3 +183,35 @@ def test_the_cli_runs_a_batch_with_the_ray_executor(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "batch succeeded: 20 succeeded, 0 failed" in done.stdout
     assert "20/20" in done.stderr  # the progress bar, read from the store
+
+
+async def test_two_drivers_share_the_actors_and_one_stopping_leaves_the_other_finishing(
+    local_ray: None, tmp_path: Path
+) -> None:
+    """Two servers drive one batch: they attach to the same named actors; when one shuts
+    down (a local stop, the batch stays running) the other runs the actors again."""
+    slow = MockUpstream(MockConfig(port=0, latency_ms=100))
+    await slow.start()
+    try:
+        settings = _settings(tmp_path, slow)
+        async with Database.from_settings(settings) as db:
+            await migrate(db)
+            service = BatchService(db, settings)
+            batch_id = await _batch(service, 60, concurrency=4)
+            first = RayExecutor(settings, service.repo, batch_id, actors=2)
+            second = RayExecutor(settings, service.repo, batch_id, actors=2)
+            one = asyncio.create_task(first.run())
+            two = asyncio.create_task(second.run())
+            await _until(lambda: first.progress.done >= 6 and len(second.handles) == 2)
+            assert await first.handles[0].name.remote() == await second.handles[0].name.remote()
+            first.stop("cancelled")  # this server shuts down
+            stopped = await asyncio.wait_for(one, 30)
+            assert stopped.status == "running"
+            done = await asyncio.wait_for(two, 60)
+            assert done.status == "succeeded"
+            items = await _results(service, batch_id)
+            assert len({i.item for i in items}) == 60
+            assert all(i.status == "succeeded" for i in items)
+            assert slow.stats.by_status.get("200", 0) >= 60
+    finally:
+        await slow.stop()

@@ -268,17 +268,21 @@ class RayExecutor:
                     owner = owners[i]
                     if isinstance(owner, str):
                         self.finished_by[owner] = self.finished_by.get(owner, 0) + result
-            status = (await self.repo.get(self.batch_id)).status
-            if status not in BATCH_ACTIVE or status == "paused":
+            record = await self.repo.get(self.batch_id, progress=True)
+            if record.status not in BATCH_ACTIVE or record.status == "paused":
                 return
-            if not died:
-                return  # every actor ran out of items: the batch is done
-            restarts += 1
-            if restarts > _MAX_RESTARTS:
-                raise RuntimeError(
-                    f"batch {self.batch_id}: Ray actors died {restarts} times; giving up "
-                    "(see the Ray logs)"
-                )
+            if record.progress is not None and record.progress.remaining == 0:
+                return  # every item has its result
+            # Items are left: an actor died, or another driver of the batch (a server
+            # shutting down) stopped the shared actors. Run them again.
+            if died:
+                restarts += 1
+                if restarts > _MAX_RESTARTS:
+                    raise RuntimeError(
+                        f"batch {self.batch_id}: Ray actors died {restarts} times; giving "
+                        "up (see the Ray logs)"
+                    )
+            await asyncio.sleep(_PROGRESS_EVERY)
 
     async def _watch(self) -> None:
         while True:
