@@ -139,14 +139,14 @@ class BatchManager:
         """Store the batch (the spec is checked first) and start driving it here."""
         self._check_open()
         record = await self.service.create_from_items(items, spec, name=name)
-        self.drive(record.id)
+        self.drive(record.id, asked=True)
         return await self.repo.get(record.id, progress=True)
 
     async def resume(self, batch_id: str, *, budget_usd: float | None = None) -> BatchRecord:
         """Make a paused batch runnable (optionally with a new budget) and drive it."""
         self._check_open()
         record = await self.service.resume(batch_id, budget_usd=budget_usd)
-        self.drive(batch_id)
+        self.drive(batch_id, asked=True)
         return record
 
     async def pause(self, batch_id: str) -> BatchRecord:
@@ -176,11 +176,12 @@ class BatchManager:
     def active_ids(self) -> list[str]:
         return [b for b in self._tasks if self.active(b)]
 
-    def drive(self, batch_id: str) -> bool:
-        """Drive the batch in a background task unless this process already does."""
+    def drive(self, batch_id: str, *, asked: bool = False) -> bool:
+        """Drive the batch in a background task unless this process already does (or,
+        unless ``asked`` by a user, found a moment ago that it cannot)."""
         if self._closed or self.active(batch_id):
             return False
-        if self._skip_until.get(batch_id, 0.0) > time.monotonic():
+        if not asked and self._skip_until.get(batch_id, 0.0) > time.monotonic():
             return False
         self._skip_until.pop(batch_id, None)
         task = asyncio.create_task(self._drive(batch_id), name=f"batch:{batch_id}")
