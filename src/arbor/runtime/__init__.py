@@ -1,5 +1,6 @@
 """The runtime layer: batches (datasets run through templates, agents or workflows) and
 the executors that run them, and the sandbox. The local asyncio executor is the default;
+``RayExecutor`` (the optional ``ray`` extra, imported only when used) runs batches on Ray;
 ``runtime`` imports ``agents``, ``llm``, ``store`` and ``core``, never ``service``.
 
 Names load on first use, so importing a light submodule (``arbor.runtime.sandbox``) does
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from arbor.runtime.executor import LiveProgress, LocalExecutor
     from arbor.runtime.items import ItemError, TemplateSyntaxError
     from arbor.runtime.pacing import PacedRateLimiter
+    from arbor.runtime.ray_executor import RayExecutor
     from arbor.runtime.spec import BatchOptions, BatchSpec
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "LiveProgress",
     "LocalExecutor",
     "PacedRateLimiter",
+    "RayExecutor",
     "TemplateSyntaxError",
     "read_dataset",
 ]
@@ -45,6 +48,7 @@ _HOMES = {
     "ItemError": "items",
     "TemplateSyntaxError": "items",
     "PacedRateLimiter": "pacing",
+    "RayExecutor": "ray_executor",
     "BatchOptions": "spec",
     "BatchSpec": "spec",
 }
