@@ -15,7 +15,13 @@ from _renode_data import SVD_DIR
 
 from arbor.apps.renode.emitter import emit_model
 from arbor.apps.renode.regmap import RegisterMap
-from arbor.apps.renode.retrieval import EXAMPLES, Embedder, RenodeRetrieval, RetrievalError
+from arbor.apps.renode.retrieval import (
+    EXAMPLES,
+    Embedder,
+    RenodeRetrieval,
+    RetrievalError,
+    fetch_context,
+)
 from arbor.apps.renode.svd import load_device
 from arbor.core.config import Settings
 from arbor.store.vectors import VectorStore
@@ -272,3 +278,15 @@ async def test_dense_vectors_from_an_embedder(checkout: Path, tmp_path: Path) ->
         with pytest.raises(RetrievalError, match="built with embeddings from test:hash"):
             await plain.ingest_examples(checkout)
         assert (await plain.search_examples("WriteChar", k=1))[0].source.endswith("UART.cs")
+
+
+def test_fetch_context_for_the_agent_loop(tmp_path: Path, checkout: Path) -> None:
+    """The blocking entry the workflow calls in a worker thread: '' on a fresh home (and no
+    store created), the prompt block once examples were ingested."""
+    settings = Settings(home=tmp_path / "home", milvus_uri=None)
+    assert fetch_context("USART1 serial", settings=settings) == ""
+    assert not (tmp_path / "home").exists()
+    with VectorStore.open(settings) as store:
+        asyncio.run(RenodeRetrieval(store).ingest_examples(checkout / "src"))
+    block = fetch_context("STM32_UART receive", settings=settings, max_chars=1500)
+    assert "STM32_UART" in block and len(block) <= 1500

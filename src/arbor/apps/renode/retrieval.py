@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from arbor.apps.renode.chunking import TextChunk, chunk_csharp, chunk_manual, split_identifier
 from arbor.apps.renode.regmap import RegisterMap, RenodeError
+from arbor.core.config import Settings, load_settings
 from arbor.store.vectors import Chunk, Hit, SyncResult, VectorStore
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ __all__ = [
     "IngestReport",
     "RenodeRetrieval",
     "RetrievalError",
+    "fetch_context",
     "llm_embedder",
 ]
 
@@ -319,6 +321,22 @@ def _read(file: Path, report: IngestReport) -> str | None:
 
 def _under(source: str, root: Path) -> bool:
     return Path(source).is_relative_to(root)
+
+
+def fetch_context(
+    query: str, *, settings: Settings | None = None, k: int = 4, max_chars: int = 6000
+) -> str:
+    """Blocking one-shot :meth:`RenodeRetrieval.context_for` for the agent loop (call it in a
+    worker thread): opens the configured store (``settings`` or the environment's), searches
+    BM25-only, closes. '' when nothing was ever ingested (no store is created for that)."""
+    settings = settings or load_settings()
+    if not settings.milvus_uri and not (settings.home / "milvus.db").is_dir():
+        return ""
+    store = VectorStore.open(settings)
+    try:
+        return asyncio.run(RenodeRetrieval(store).context_for(query, k, max_chars=max_chars))
+    finally:
+        store.close()
 
 
 def llm_embedder(client: LLMClient, model: str) -> Embedder:
