@@ -5,12 +5,13 @@ Each driven batch gets its own LLM client from :meth:`BatchService.open_client` 
 rpm/tpm as its model's limits, paced, shared through Redis when configured; usage recorded in
 the service's database) and every call is attributed to the API key that created the batch
 (``BatchSpec.key_id``, stamped by a :class:`~arbor.service.keyed.KeyedClient` view under the
-executor's per-item batch view).
+executor's per-item batch view), under that key's rpm/tpm and budget.
 
 Joining: at start-up and every ``poll_seconds`` the manager drives every ``pending`` or
 ``running`` batch it is not driving yet. Item leases make several executors on one batch
 safe (one result per item), so two servers on one database share a batch, and a killed
-server's items are taken over once their leases expire.
+server's items are taken over once their leases expire. A batch this server cannot drive (a
+workflow, agent or model it does not know) is left to the others, never failed.
 
 Executors: :func:`executor_for` is the one seam choosing how a batch is driven — the local
 asyncio executor by default; ``settings.executor == "ray"`` loads ``executor_factory`` from
