@@ -115,3 +115,34 @@ def test_an_unreachable_milvus_server(models: Path, monkeypatch: pytest.MonkeyPa
     code, out = _invoke("ingest-examples", str(models))
     assert code == 2, out
     assert "ARBOR_MILVUS_URI" in out and "Traceback" not in out
+
+
+async def test_embeddings_through_the_llm_client(models: Path, tmp_path: Path) -> None:
+    """--embeddings MODEL: vectors come from LLMClient.embed (here the mock upstream over
+    HTTP), the collection records the model, and searches with it are hybrid."""
+    from arbor.apps.renode.retrieval import EXAMPLES, RenodeRetrieval
+    from arbor.core.config import load_settings
+    from arbor.service.cli.renode_retrieval import _with_retrieval
+    from arbor.testing.mock_upstream import MockConfig, MockUpstream
+
+    async with MockUpstream(MockConfig(port=0)) as mock:
+        settings = load_settings(
+            home=tmp_path / "home",
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'arbor.db'}",
+            providers={"mock": {"base_url": mock.url, "api_key": "sk-test-0123456789"}},
+            llm={"cache": {"enabled": False}},
+        )
+
+        async def ingest(r: RenodeRetrieval) -> tuple[int, str, int | None]:
+            report = await r.ingest_examples(models)
+            return report.added, r.store.dense_model(EXAMPLES), r.store.dense_dim(EXAMPLES)
+
+        added, model, dim = await _with_retrieval(settings, "mock:embed-small", ingest)
+        assert added == 2 and model == "mock:embed-small" and dim
+
+        async def search(r: RenodeRetrieval) -> list[str]:
+            return [h.source for h in await r.search(EXAMPLES, "receive fifo WriteChar", 2)]
+
+        sources = await _with_retrieval(settings, "mock:embed-small", search)
+        assert sources[0].endswith("LiteUart.cs")
+        assert len(sources) == 2  # the dense side ranks every chunk, so both are hits
