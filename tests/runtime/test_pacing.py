@@ -125,3 +125,11 @@ async def test_adapt_quota_is_honoured_through_the_pacer() -> None:
     start = clock.monotonic()
     await paced.acquire("m", limits, 1)
     assert clock.monotonic() - start >= 5.0 - 1e-6
+
+
+async def test_a_share_paces_one_of_several_executors_at_its_part_of_the_rate() -> None:
+    clock = FakeClock()
+    half = PacedRateLimiter(InMemoryRateLimiter(clock), clock, margin=0.0, share=0.5)
+    assert half.interval("m", 600) == pytest.approx(0.2)  # two such make 600/min
+    with pytest.raises(ValueError, match="share"):
+        PacedRateLimiter(InMemoryRateLimiter(clock), clock, share=0.0)
