@@ -140,3 +140,20 @@ async def test_a_batch_through_the_ray_client_gets_one_result_per_item(
         for handle in executor.handles:  # the batch ended: its actors are gone
             with pytest.raises(ray.exceptions.RayActorError):
                 await handle.name.remote()
+
+
+def test_without_an_address_a_new_local_cluster_is_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not whichever cluster was started last on this machine (Ray's address-less default
+    joins the one ``ray start`` or a test noted in /tmp/ray)."""
+    import ray
+
+    from arbor.runtime.ray_executor import connect
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    connect(Settings(home=tmp_path))
+    connect(Settings(home=tmp_path, ray_address="10.0.0.5:6379"))
+    assert [c["address"] for c in calls] == ["local", "10.0.0.5:6379"]

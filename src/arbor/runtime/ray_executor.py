@@ -36,9 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from arbor.agents.workflow.builtin import get_workflow
+from arbor.agents.workflow.graph import Workflow
 from arbor.core.config import Settings
 from arbor.core.errors import ConfigError
 from arbor.runtime.executor import LiveProgress, StopReason, new_owner
+from arbor.runtime.spec import BatchSpec
 from arbor.store.batches import BATCH_ACTIVE, BatchRecord, BatchRepository
 
 if TYPE_CHECKING:
@@ -83,8 +86,8 @@ def connect(settings: Settings) -> Any:
         options: dict[str, Any] = {"log_to_driver": False, "ignore_reinit_error": True}
         if settings.ray_address:
             ray.init(address=settings.ray_address, **options)
-        else:
-            ray.init(include_dashboard=False, **options)
+        else:  # "local": a new cluster even when one started on this machine is running
+            ray.init(address="local", include_dashboard=False, **options)
     return ray
 
 
@@ -319,26 +322,45 @@ async def executor_factory(
     (the server's) are not used by them."""
     del client, owner
     require_ray()
+    workflows = _portable(service.workflows)
+    if workflows is None:  # e.g. a server's resolver, bound to its run manager
+        spec = BatchSpec.model_validate((await service.repo.get(batch_id)).spec)
+        if spec.kind == "workflow":  # build it here: the built workflow travels
+            built = service.workflows(spec.target, spec.model)
+            workflows = _portable(OneWorkflow(spec.target, built))
+        if workflows is None:
+            log.warning("batch.ray_not_portable", what="workflows", using="built-in")
     return RayExecutor(
         service.settings,
         service.repo,
         batch_id,
-        models=_portable("models", service.models or None),
-        workflows=_portable("workflows", service.workflows),
-        tools=_portable("tools", service.tools or None),
+        models=_portable(service.models or None),
+        workflows=workflows,
+        tools=_portable(service.tools or None),
     )
 
 
-def _portable(what: str, value: Any) -> Any:
-    """``value`` when it can travel to the actors, else None (the actors then use the
-    built-in workflows, the configured models and no tools) with a warning: e.g. a
-    server's workflow resolver bound to its run manager cannot be pickled."""
+class OneWorkflow:
+    """A workflow resolver the actors can receive: ``name`` is the workflow the driver
+    built, any other name a built-in one."""
+
+    def __init__(self, name: str, workflow: Workflow[Any]) -> None:
+        self.name, self.workflow = name, workflow
+
+    def __call__(self, name: str, model: str | None) -> Workflow[Any]:
+        if name == self.name:
+            return self.workflow
+        return get_workflow(name, model)
+
+
+def _portable(value: Any) -> Any:
+    """``value`` when it can travel to the actors (pickled), else None: the actors then
+    use the built-in workflows, the configured models and no tools."""
     if value is None:
         return None
     ray = require_ray()
     try:
         ray.cloudpickle.dumps(value)
     except Exception:
-        log.warning("batch.ray_not_portable", what=what, using="built-in defaults")
         return None
     return value
