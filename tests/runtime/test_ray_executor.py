@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,12 @@ from typing import Any
 import pytest
 import ray
 
+from arbor.agents.workflow.builtin import get_workflow
+from arbor.agents.workflow.graph import Workflow
 from arbor.core.config import Settings
-from arbor.core.errors import ConfigError
+from arbor.core.errors import ConfigError, NotFoundError
 from arbor.runtime import BatchService
-from arbor.runtime.ray_executor import RayExecutor, check_shared_limits
+from arbor.runtime.ray_executor import RayExecutor, check_shared_limits, executor_factory
 from arbor.runtime.spec import BatchSpec
 from arbor.store import Database, migrate
 from arbor.store.batches import NewItem
@@ -215,3 +219,30 @@ async def test_two_drivers_share_the_actors_and_one_stopping_leaves_the_other_fi
             assert slow.stats.by_status.get("200", 0) >= 60
     finally:
         await slow.stop()
+
+
+class _BoundResolver:
+    """Like a server's run manager: its bound method resolves workflows, and it holds
+    things that cannot be pickled."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def workflow(self, name: str, model: str | None) -> Workflow[Any]:
+        if name != "portable":
+            raise NotFoundError(f"no workflow named {name!r}")
+        return get_workflow("review-loop", model)
+
+
+async def test_a_resolver_that_cannot_travel_sends_the_built_workflow(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    async with Database.from_settings(settings) as db:
+        await migrate(db)
+        service = BatchService(db, settings, workflows=_BoundResolver().workflow)
+        spec = BatchSpec.model_validate({"kind": "workflow", "workflow": "portable"})
+        record = await service.create_from_items([NewItem(0, {"text": "x"})], spec, name="w")
+        driver = await executor_factory(service, record.id, None, "owner")  # type: ignore[arg-type]
+        workflows = driver._worker_args[2]
+        assert workflows is not None
+        travelled = pickle.loads(ray.cloudpickle.dumps(workflows))  # what an actor gets
+        assert travelled("portable", None).name == "review-loop"
