@@ -16,7 +16,6 @@ store closes (milvus-lite runs it as in-process threads, so nothing outlives the
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import threading
@@ -98,6 +97,11 @@ class SyncResult:
 def chunk_id(source: str, text: str) -> str:
     """The primary key: the same text from the same source is stored once."""
     return hashlib.sha256(f"{source}\0{text}".encode()).hexdigest()[:40]
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` UTF-8 bytes (Milvus VARCHAR lengths are bytes)."""
+    return text.encode()[:limit].decode(errors="ignore")
 
 
 def _quote(value: str) -> str:
@@ -289,12 +293,14 @@ class VectorStore:
         for c in chunks:
             if len(c.text.encode()) > MAX_TEXT_BYTES:
                 raise ValueError(f"a chunk of {c.source} is over {MAX_TEXT_BYTES} bytes")
+            if len(c.source.encode()) > _MAX_SOURCE:
+                raise ValueError(f"a source name is over {_MAX_SOURCE} bytes: {c.source[:80]}...")
             row: dict[str, Any] = {
                 "id": chunk_id(c.source, c.text),
                 "text": c.text,
-                "source": c.source[:_MAX_SOURCE],
-                "kind": c.kind[:64],
-                "title": c.title[:_MAX_TITLE],
+                "source": c.source,
+                "kind": _clip(c.kind, 64),
+                "title": _clip(c.title, _MAX_TITLE),
                 "chunk": c.index,
                 "sha": c.sha,
             }
@@ -456,6 +462,8 @@ def _hit(row: dict[str, Any]) -> Hit:
 
 def _check_lite_dir(path: Path, hint: str) -> None:
     """Say clearly why a Lite directory cannot be opened (milvus-lite only logs it)."""
+    import fcntl  # POSIX only, like milvus-lite's own lock
+
     problem = None
     if not path.parent.is_dir():
         try:
