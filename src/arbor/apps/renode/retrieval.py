@@ -6,7 +6,9 @@ BM25 full-text search works offline with nothing to download. When an ``Embedder
 at ingest, the collection also holds dense vectors from that embeddings model and searches
 with the same model's query vector are hybrid (BM25 and dense, reciprocal rank fusion).
 
-Every method is async: the blocking pymilvus calls and the chunking run in a worker thread.
+:class:`RenodeRetrieval`'s methods are async: the blocking pymilvus calls and the chunking
+run in worker threads. :func:`fetch_context` is the blocking one-shot form for a caller that
+already sits in a worker thread (the agent loop's ``reference``).
 """
 
 from __future__ import annotations
