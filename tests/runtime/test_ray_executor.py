@@ -23,7 +23,7 @@ from arbor.core.errors import ConfigError, NotFoundError
 from arbor.runtime import BatchService
 from arbor.runtime.ray_executor import RayExecutor, check_shared_limits, executor_factory
 from arbor.runtime.spec import BatchSpec
-from arbor.store import Database, migrate
+from arbor.store import Database, UsageRepository, migrate
 from arbor.store.batches import NewItem
 from arbor.testing.mock_upstream import MockConfig, MockUpstream, spawn_mock_upstream
 
@@ -62,10 +62,13 @@ def _settings(tmp_path: Path, mock: MockUpstream) -> Settings:
     )
 
 
-async def _batch(service: BatchService, n: int, **options: Any) -> str:
+async def _batch(
+    service: BatchService, n: int, *, key_id: str | None = None, **options: Any
+) -> str:
     spec = BatchSpec.model_validate(
         {"kind": "template", "template": "Q: {{ q }}", "model": "mock:mock-1", "options": options}
     )
+    spec.key_id = key_id
     record = await service.create_from_items(
         (NewItem(i, {"q": f"question {i}"}) for i in range(n)), spec, name="ray"
     )
@@ -91,9 +94,12 @@ async def test_every_item_gets_one_result(
     async with Database.from_settings(settings) as db:
         await migrate(db)
         service = BatchService(db, settings)
-        batch_id = await _batch(service, 60, concurrency=8)
+        batch_id = await _batch(service, 60, concurrency=8, key_id="key_creator")
         executor = RayExecutor(settings, service.repo, batch_id, actors=2)
         done = await executor.run()
+        usage = await UsageRepository(db).records(batch_id=batch_id, limit=100)
+        assert len(usage) == 60  # counted against the key that created the batch
+        assert {u.key_id for u in usage} == {"key_creator"}
         assert done.status == "succeeded"
         items = await _results(service, batch_id)
         assert [i.item for i in items] == list(range(60))

@@ -40,6 +40,7 @@ from arbor.agents.workflow.builtin import get_workflow
 from arbor.agents.workflow.graph import Workflow
 from arbor.core.config import Settings
 from arbor.core.errors import ConfigError
+from arbor.llm.view import ClientView
 from arbor.runtime.executor import LiveProgress, StopReason, new_owner
 from arbor.runtime.spec import BatchSpec
 from arbor.store.batches import BATCH_ACTIVE, BatchRecord, BatchRepository
@@ -152,7 +153,11 @@ class BatchWorker:
             service = BatchService(
                 db, self.settings, models=self.models, workflows=self.workflows, tools=self.tools
             )
-            async with service.open_client(batch_id, share=share) as client:
+            async with service.open_client(batch_id, share=share) as opened:
+                key_id = BatchSpec.model_validate((await service.repo.get(batch_id)).spec).key_id
+                # Calls of a batch created with an API key count against that key, as they
+                # do when a server drives the batch itself.
+                client = opened if key_id is None else ClientView(opened, key_id=key_id)
                 executor = await service.executor(batch_id, client)
                 executor.owner = self.owner
                 concurrency = max(1, math.ceil(executor.options.concurrency * share))
