@@ -16,6 +16,7 @@ import arbor.store.run_leases
 import arbor.store.runs
 import arbor.store.tables
 import arbor.store.usage
+import arbor.store.vectors
 
 STORE = Path(arbor.store.__file__).parent
 
@@ -37,6 +38,7 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
         "runs",
         "tables",
         "usage",
+        "vectors",
     }
     assert set(names) == public - modules
     for module in (
@@ -52,6 +54,7 @@ def test_all_is_sorted_and_exactly_the_public_names() -> None:
         arbor.store.runs,
         arbor.store.tables,
         arbor.store.usage,
+        arbor.store.vectors,
     ):
         # Order within modules is ruff's RUF022 (constants, classes, functions).
         assert all(hasattr(module, n) for n in module.__all__)
