@@ -47,7 +47,7 @@ from arbor.apps.renode.regmap import RegisterMap, RenodeError
 from arbor.apps.renode.resolve import ProposedMap, find_request, proposed_to_regmap
 from arbor.apps.renode.svd import load_device
 from arbor.apps.renode.validate import Confidence, validate_source
-from arbor.core.errors import ArborError
+from arbor.core.errors import ArborError, ContextTooLongError
 from arbor.llm.types import ChatRequest
 
 __all__ = [
@@ -89,6 +89,7 @@ class RenodeState(BaseModel):
     regmap: dict[str, Any] = Field(default_factory=dict)
     plan: str = ""
     candidate: str = ""
+    coder_error: str = ""
     best: str = ""
     best_accuracy: float = 0.0
     best_confidence: float = 0.0
@@ -216,7 +217,11 @@ async def _validate(state: RenodeState, ctx: NodeContext, regmap: RegisterMap) -
     """The gate over ``state.candidate``: recorded either way, kept only when accepted."""
     conf = await asyncio.to_thread(score, regmap, state.candidate)
     reason = gate(conf, state.best_accuracy)
-    if not reason and state.candidate.strip() == state.best.strip():
+    if state.coder_error:
+        reason = f"the coder failed: {state.coder_error}"
+    elif not state.candidate.strip():
+        reason = "no C# code in the coder's reply"
+    elif not reason and state.candidate.strip() == state.best.strip():
         reason = "unchanged: the edit added nothing"
     attempt = _attempt(len(state.iterations), not reason, reason or "builds; accuracy kept", conf)
     await ctx.emit(RunEvent("iteration", data=attempt.model_dump(mode="json")))
@@ -230,6 +235,29 @@ async def _validate(state: RenodeState, ctx: NodeContext, regmap: RegisterMap) -
         "best_accuracy": conf.accuracy.score,
         "best_confidence": conf.confidence,
     }
+
+
+async def _review(
+    state: RenodeState, ctx: NodeContext, model: str | None, regmap: RegisterMap
+) -> dict[str, Any]:
+    """The reviewer on the accepted version; its issues are notes for the coder."""
+    task = f"A Renode C# model of this register map:\n{regmap_summary(regmap)}\n\n{state.plan}"
+    instructions = render_instructions("reviewer", task=task, code=state.best, include_schema=False)
+    agent = Agent("reviewer", "{{ deps }}", model=model, output_type=Review, max_output_retries=1)
+    try:
+        verdict: Review = await _run(
+            ctx,
+            agent,
+            "Review the code above and reply with the JSON object.",
+            state,
+            deps=instructions,
+        )
+    except (AgentError, ContextTooLongError) as exc:
+        return {"verdict": "revise", "review": f"(no usable review: {exc})"}
+    notes = "\n".join(
+        f"- [{i.severity}] {i.location}: {i.problem} {i.suggestion}" for i in verdict.issues
+    )
+    return {"verdict": verdict.verdict, "review": notes or verdict.summary}
 
 
 def renode_workflow(
@@ -266,10 +294,10 @@ def renode_workflow(
     async def plan(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
         regmap = regmap_of(state)
         context = await asyncio.to_thread(reference, f"{regmap.peripheral} {regmap.description}")
-        agent = Agent("planner", PLANNER, model=model, output_type=Plan)
+        agent = Agent("planner", PLANNER, model=model, output_type=Plan, max_output_retries=0)
         try:
             result: Plan = await _run(ctx, agent, planner_prompt(regmap, context), state)
-        except AgentError as exc:  # a plan is advice: go on without one
+        except (AgentError, ContextTooLongError) as exc:  # a plan is advice: go on without one
             return {"plan": f"- (the planner gave no usable plan: {exc})"}
         return {"plan": result.text()}
 
@@ -277,33 +305,17 @@ def renode_workflow(
         regmap = regmap_of(state)
         context = await asyncio.to_thread(reference, f"{regmap.peripheral} C# model")
         prompt = coder_prompt(regmap, state.best, state.plan, state.feedback, state.review, context)
-        reply: str = await _run(ctx, Agent("coder", CODER, model=model), prompt, state)
-        return {"candidate": extract_code(reply)}
+        try:
+            reply: str = await _run(ctx, Agent("coder", CODER, model=model), prompt, state)
+        except (AgentError, ContextTooLongError) as exc:  # this iteration is lost, not the run
+            return {"candidate": "", "coder_error": str(exc)}
+        return {"candidate": extract_code(reply), "coder_error": ""}
 
     async def validate(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
         return await _validate(state, ctx, regmap_of(state))
 
     async def review(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
-        regmap = regmap_of(state)
-        task = f"A Renode C# model of this register map:\n{regmap_summary(regmap)}\n\n{state.plan}"
-        instructions = render_instructions(
-            "reviewer", task=task, code=state.best, include_schema=False
-        )
-        agent = Agent("reviewer", "{{ deps }}", model=model, output_type=Review)
-        try:
-            verdict: Review = await _run(
-                ctx,
-                agent,
-                "Review the code above and reply with the JSON object.",
-                state,
-                deps=instructions,
-            )
-        except AgentError as exc:
-            return {"verdict": "revise", "review": f"(no usable review: {exc})"}
-        notes = "\n".join(
-            f"- [{i.severity}] {i.location}: {i.problem} {i.suggestion}" for i in verdict.issues
-        )
-        return {"verdict": verdict.verdict, "review": notes or verdict.summary}
+        return await _review(state, ctx, model, regmap_of(state))
 
     async def check(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
         last = state.iterations[-1]
