@@ -77,3 +77,35 @@ async def test_the_loop_stops_at_its_cap_and_feeds_back_the_reason(small_svd: Pa
     assert result.state.output == skeleton(small_svd, "TIMER0")
     assert result.state.report["stage"].startswith("deterministic skeleton")
     model.assert_consumed()
+
+
+async def test_retrieved_context_reaches_planner_and_coder(
+    small_svd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from arbor.apps.renode import retrieval
+
+    asked: list[str] = []
+
+    def fetch(query: str) -> str:
+        asked.append(query)
+        return "Example: NRF_UART.cs defines UpdateInterrupts()"
+
+    monkeypatch.setattr(retrieval, "fetch_context", fetch)
+    result, model = await run_renode(
+        [PLAN, fenced("class Broken {")],
+        {"svd": str(small_svd), "peripheral": "TIMER0", "max_iterations": 1},
+    )
+    assert result.status == "succeeded", result.error
+    assert len(asked) == 1 and asked[0].startswith("TIMER0")
+    for call in model.calls:
+        assert "Example: NRF_UART.cs" in (call.messages[-1].content or "")
+
+
+async def test_no_retrieval_store_means_no_context(small_svd: Path) -> None:
+    result, model = await run_renode(
+        [PLAN, fenced("class Broken {")],
+        {"svd": str(small_svd), "peripheral": "TIMER0", "max_iterations": 1},
+    )
+    assert result.status == "succeeded", result.error
+    assert result.state.context == ""
+    assert "Reference material" not in (model.calls[1].messages[-1].content or "")

@@ -88,6 +88,8 @@ class RenodeState(BaseModel):
     max_tokens: int | None = Field(None, ge=16, description="Cap on each agent reply.")
     regmap: dict[str, Any] = Field(default_factory=dict)
     plan: str = ""
+    #: Example models and manual text from the retrieval module ('' without one).
+    context: str = ""
     candidate: str = ""
     coder_error: str = ""
     best: str = ""
@@ -293,18 +295,20 @@ def renode_workflow(
 
     async def plan(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
         regmap = regmap_of(state)
-        context = await asyncio.to_thread(reference, f"{regmap.peripheral} {regmap.description}")
+        query = f"{regmap.peripheral} {regmap.description} registers interrupts"
+        context = await asyncio.to_thread(reference, query)
         agent = Agent("planner", PLANNER, model=model, output_type=Plan, max_output_retries=0)
         try:
             result: Plan = await _run(ctx, agent, planner_prompt(regmap, context), state)
         except (AgentError, ContextTooLongError) as exc:  # a plan is advice: go on without one
-            return {"plan": f"- (the planner gave no usable plan: {exc})"}
-        return {"plan": result.text()}
+            return {"plan": f"- (the planner gave no usable plan: {exc})", "context": context}
+        return {"plan": result.text(), "context": context}
 
     async def code(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
         regmap = regmap_of(state)
-        context = await asyncio.to_thread(reference, f"{regmap.peripheral} C# model")
-        prompt = coder_prompt(regmap, state.best, state.plan, state.feedback, state.review, context)
+        prompt = coder_prompt(
+            regmap, state.best, state.plan, state.feedback, state.review, state.context
+        )
         try:
             reply: str = await _run(ctx, Agent("coder", CODER, model=model), prompt, state)
         except (AgentError, ContextTooLongError) as exc:  # this iteration is lost, not the run
