@@ -123,8 +123,11 @@ def _attempt(n: int, accepted: bool, reason: str, conf: Confidence) -> Attempt:
 
 
 def _first(problem: str) -> str:
-    """'12:5: CS1002: ; expected' → 'CS1002: ; expected at line 12'."""
+    """'12:5: CS1002: ; expected' → 'CS1002: ; expected at line 12' (one line, short)."""
     line, _, rest = problem.partition(":")
+    rest = " ".join(rest.split())
+    if len(rest) > 120:
+        rest = rest[:117] + "..."
     if line.isdigit():
         rest = rest.partition(":")[2].strip() if rest.partition(":")[0].strip().isdigit() else rest
         return f"{rest.strip()} at line {line}"

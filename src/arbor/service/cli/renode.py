@@ -81,11 +81,24 @@ def list_peripherals(
     if as_json:
         _out.print_json(json.dumps(rows))
         return
-    table = Table("peripheral", "base", "size", "registers", "fields", "interrupts",
-                  title=f"{device.name} ({svd.name})")
+    table = Table(
+        "peripheral",
+        "base",
+        "size",
+        "registers",
+        "fields",
+        "interrupts",
+        title=f"{device.name} ({svd.name})",
+    )
     for row in rows:
-        table.add_row(row["name"], row["base_address"], row["size"], str(row["registers"]),
-                      str(row["fields"]), ", ".join(row["interrupts"]) or "-")
+        table.add_row(
+            row["name"],
+            row["base_address"],
+            row["size"],
+            str(row["registers"]),
+            str(row["fields"]),
+            ", ".join(row["interrupts"]) or "-",
+        )
     _out.print(table)
 
 
@@ -197,8 +210,11 @@ def _results_json(evals: list[SvdEvaluation]) -> dict[str, Any]:
         "bench": "renode",
         "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "versions": {"arbor": version("arbor"), "cmsis-svd": version("cmsis-svd"),
-                     "tree-sitter-c-sharp": version("tree-sitter-c-sharp")},
+        "versions": {
+            "arbor": version("arbor"),
+            "cmsis-svd": version("cmsis-svd"),
+            "tree-sitter-c-sharp": version("tree-sitter-c-sharp"),
+        },
         "svds": [
             {
                 "svd": e.svd,
@@ -247,12 +263,21 @@ def evaluate(
         fail("give either --all or --peripheral NAME", EXIT_USAGE)
     evals = [_guard(run_evaluate, path, None if all_peripherals else peripheral) for path in svd]
     doc = _results_json(evals)
-    table = Table(Column("device", no_wrap=True), "periph.", "passed", "min acc.", "syntax",
-                  "compile", "s/periph.",
-                  title="Renode deterministic path (syntax, compile: error counts)")
+    table = Table(
+        Column("device", no_wrap=True),
+        "periph.",
+        "passed",
+        "min acc.",
+        "syntax",
+        "compile",
+        "s/periph.",
+        title="Renode deterministic path (syntax, compile: error counts)",
+    )
     for e, row in zip(evals, doc["svds"], strict=True):
         table.add_row(
-            e.device, str(len(e.peripherals)), str(e.passed),
+            e.device,
+            str(len(e.peripherals)),
+            str(e.passed),
             f"{min((p.accuracy for p in e.peripherals), default=1.0):.3f}",
             str(sum(p.syntax_errors for p in e.peripherals)),
             str(sum(p.compile_errors for p in e.peripherals)),
@@ -265,8 +290,12 @@ def evaluate(
     except OSError as exc:
         fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE)
     _out.print(f"wrote {out}")
-    failed = [f"{e.svd}:{p.peripheral}" for e in evals for p in e.peripherals
-              if not (p.accuracy == 1.0 and p.syntax_errors == 0 and p.compile_errors == 0)]
+    failed = [
+        f"{e.svd}:{p.peripheral}"
+        for e in evals
+        for p in e.peripherals
+        if not (p.accuracy == 1.0 and p.syntax_errors == 0 and p.compile_errors == 0)
+    ]
     for e in evals:
         for p in e.peripherals:
             if p.error:
