@@ -1,0 +1,230 @@
+"""Generated modules, kept: memory → disk under ``ARBOR_HOME/autogen`` → Redis when set.
+
+An entry is keyed by module, requested names, description, the caller's context hash and the
+model (:func:`cache_key`), so a new description or model never reuses old code. On disk each
+entry is a readable ``<module>/<key12>.py`` a user can inspect or commit, listed in
+``index.json`` with its key, names, model, usage and creation time (written atomically under
+a file lock, so processes sharing a home keep each other's entries). Redis holds the same JSON
+documents, so several machines share what one generated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+__all__ = ["AutogenCache", "CacheEntry", "DiskTier", "ModuleUsage", "RedisTier", "cache_key"]
+
+
+class ModuleUsage(BaseModel):
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class CacheEntry(BaseModel):
+    key: str
+    module: str
+    #: Every name the module defines for its callers (requested now and before).
+    names: list[str]
+    description: str
+    model: str
+    context_hash: str
+    code: str = ""
+    created: float = Field(default_factory=time.time)
+    usage: ModuleUsage = Field(default_factory=ModuleUsage)
+    #: Where the readable copy lives (disk tier), if any.
+    file: str | None = None
+
+    def meta(self) -> dict[str, object]:
+        return self.model_dump(exclude={"code"})
+
+
+def cache_key(module: str, names: list[str], description: str, context: str, model: str) -> str:
+    doc = json.dumps([module, sorted(set(names)), description, context, model])
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def _lineage(module: str, description: str, model: str) -> str:
+    return hashlib.sha256(json.dumps([module, description, model]).encode()).hexdigest()[:24]
+
+
+class DiskTier:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.root / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read_index(self) -> dict[str, dict[str, object]]:
+        try:
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        entries = data.get("entries", {}) if isinstance(data, dict) else {}
+        return entries if isinstance(entries, dict) else {}
+
+    def _write_index(self, entries: dict[str, dict[str, object]]) -> None:
+        tmp = self.index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"entries": entries}, indent=1, sort_keys=True), "utf-8")
+        os.replace(tmp, self.index_path)
+
+    def entries(self) -> list[CacheEntry]:
+        """Every entry's metadata (no code), oldest first."""
+        found = [CacheEntry.model_validate(v) for v in self._read_index().values()]
+        return sorted(found, key=lambda e: e.created)
+
+    def load(self, meta: CacheEntry) -> CacheEntry | None:
+        if not meta.file:
+            return None
+        try:
+            code = (self.root / meta.file).read_text(encoding="utf-8")
+        except OSError:
+            return None
+        return meta.model_copy(update={"code": code})
+
+    def get(self, key: str) -> CacheEntry | None:
+        raw = self._read_index().get(key)
+        return self.load(CacheEntry.model_validate(raw)) if raw is not None else None
+
+    def put(self, entry: CacheEntry) -> CacheEntry:
+        rel = f"{entry.module}/{entry.key[:12]}.py"
+        stored = entry.model_copy(update={"file": rel})
+        with self._locked():
+            path = self.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(entry.code, encoding="utf-8")
+            os.replace(tmp, path)
+            entries = self._read_index()
+            entries[entry.key] = stored.meta()
+            self._write_index(entries)
+        return stored
+
+    def latest(self, module: str, description: str, model: str) -> CacheEntry | None:
+        mine = [
+            e
+            for e in self.entries()
+            if e.module == module and e.description == description and e.model == model
+        ]
+        return self.load(mine[-1]) if mine else None
+
+    def clear(self, module: str | None = None) -> list[CacheEntry]:
+        """Drop every entry (of ``module``); returns what was dropped."""
+        with self._locked():
+            entries = self._read_index()
+            dropped = {k: v for k, v in entries.items() if module is None or v["module"] == module}
+            for key, raw in dropped.items():
+                entries.pop(key)
+                file = raw.get("file")
+                if isinstance(file, str):
+                    with contextlib.suppress(OSError):
+                        (self.root / file).unlink()
+            self._write_index(entries)
+        return [CacheEntry.model_validate(v) for v in dropped.values()]
+
+
+class RedisTier:
+    """The shared tier: ``<prefix>:entry:<key>`` documents and ``<prefix>:latest:<lineage>``."""
+
+    def __init__(self, redis: Redis, prefix: str = "arbor:autogen") -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    async def get(self, key: str) -> CacheEntry | None:
+        raw = await self.redis.get(f"{self.prefix}:entry:{key}")
+        return CacheEntry.model_validate_json(raw) if raw else None
+
+    async def put(self, entry: CacheEntry) -> None:
+        doc = entry.model_copy(update={"file": None}).model_dump_json()
+        lineage = _lineage(entry.module, entry.description, entry.model)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self.prefix}:entry:{entry.key}", doc)
+            pipe.set(f"{self.prefix}:latest:{lineage}", entry.key)
+            pipe.sadd(f"{self.prefix}:module:{entry.module}", entry.key)
+            await pipe.execute()
+
+    async def latest(self, module: str, description: str, model: str) -> CacheEntry | None:
+        key = await self.redis.get(f"{self.prefix}:latest:{_lineage(module, description, model)}")
+        return await self.get(key.decode() if isinstance(key, bytes) else key) if key else None
+
+    async def clear(self, module: str | None = None) -> int:
+        pattern = f"{self.prefix}:module:{module or '*'}"
+        dropped = 0
+        async for set_key in self.redis.scan_iter(match=pattern):
+            keys = await self.redis.smembers(set_key)
+            for key in keys:
+                k = key.decode() if isinstance(key, bytes) else key
+                dropped += int(await self.redis.delete(f"{self.prefix}:entry:{k}"))
+            await self.redis.delete(set_key)
+        if module is None:
+            async for latest in self.redis.scan_iter(match=f"{self.prefix}:latest:*"):
+                await self.redis.delete(latest)
+        return dropped
+
+
+class AutogenCache:
+    """The tiers in order; a hit in a lower tier fills the ones above it."""
+
+    def __init__(self, disk: DiskTier | None = None, remote: RedisTier | None = None) -> None:
+        self.memory: dict[str, CacheEntry] = {}
+        self._latest: dict[str, str] = {}
+        self.disk = disk
+        self.remote = remote
+
+    async def get(self, key: str) -> CacheEntry | None:
+        hit = self.memory.get(key)
+        if hit is None and self.disk is not None:
+            hit = self.disk.get(key)
+        if hit is None and self.remote is not None:
+            hit = await self.remote.get(key)
+            if hit is not None and self.disk is not None:
+                hit = self.disk.put(hit)
+        if hit is not None:
+            self.memory[key] = hit
+        return hit
+
+    async def latest(self, module: str, description: str, model: str) -> CacheEntry | None:
+        """The most recent module generated for this description and model."""
+        key = self._latest.get(_lineage(module, description, model))
+        if key is not None and key in self.memory:
+            return self.memory[key]
+        hit = self.disk.latest(module, description, model) if self.disk is not None else None
+        if hit is None and self.remote is not None:
+            hit = await self.remote.latest(module, description, model)
+        return hit
+
+    async def put(self, entry: CacheEntry) -> CacheEntry:
+        if self.disk is not None:
+            entry = self.disk.put(entry)
+        if self.remote is not None:
+            await self.remote.put(entry)
+        self.remember(entry)
+        return entry
+
+    def remember(self, entry: CacheEntry) -> None:
+        self.memory[entry.key] = entry
+        self._latest[_lineage(entry.module, entry.description, entry.model)] = entry.key
