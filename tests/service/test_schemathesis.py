@@ -66,7 +66,7 @@ include-path = "/v1/chat/completions"
 checks.positive_data_acceptance.expected-statuses = [{_OK}, "400"]
 
 [[operations]]
-include-path-regex = "^/v1/(runs|agents|usage|batches)$"
+include-path-regex = "^/v1/(runs|agents|usage|batches|keys)$"
 checks.positive_data_acceptance.expected-statuses = [{_OK}, "422"]
 
 [[operations]]
