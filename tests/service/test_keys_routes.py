@@ -99,6 +99,11 @@ async def test_create_validates_its_body(http: httpx.AsyncClient) -> None:
         {"budget_usd": -1},
         {"name": "bad\nname"},
         {"api_key": "x"},
+        # booleans and strings are not numbers (JSON Schema says so; lax coercion would not)
+        {"rpm": True},
+        {"tpm": "5"},
+        {"budget_usd": True},
+        {"expires_in": True},
     ]
     for body in bad:
         r = await http.post("/v1/keys", json=body)

@@ -126,7 +126,7 @@ class LLMSettings(_Section):
     #: beyond this are dropped and rebuilt on their next call, so arbitrary model ids in
     #: requests cannot grow memory without limit.
     max_models: int = Field(256, ge=1)
-    #: Worker threads for the local GGUF provider (0 = all cores).
+    #: Worker threads for the local GGUF provider (0 = half the cores, at least one).
     local_threads: int = Field(0, ge=0)
     local_context: int = Field(2048, ge=256)
 

@@ -115,7 +115,9 @@ class BatchItemPage(BaseModel):
 class BatchResume(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    budget_usd: float | None = Field(None, ge=0, le=1e9, description="A new budget in USD.")
+    budget_usd: float | None = Field(
+        None, ge=0, le=1e9, strict=True, description="A new budget in USD."
+    )
 
 
 _CREATE_BODY: dict[str, Any] = {

@@ -37,10 +37,10 @@ class KeyCreate(_Strict):
     scopes: list[KeyScope] = Field(default_factory=_run_scope, min_length=1)
     #: Either an absolute expiry or a lifetime in seconds from now (not both).
     expires_at: datetime | None = None
-    expires_in: int | None = Field(None, ge=1, le=10 * 365 * 86400)
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget_usd: float | None = Field(None, ge=0)
+    expires_in: int | None = Field(None, ge=1, le=10 * 365 * 86400, strict=True)
+    rpm: int | None = Field(None, ge=1, strict=True)
+    tpm: int | None = Field(None, ge=1, strict=True)
+    budget_usd: float | None = Field(None, ge=0, strict=True)
 
     @model_validator(mode="after")
     def _one_expiry(self) -> KeyCreate:
@@ -63,9 +63,9 @@ class KeyUpdate(_Strict):
     name: Name | SkipJsonSchema[None] = None
     scopes: Annotated[list[KeyScope], Field(min_length=1)] | SkipJsonSchema[None] = None
     expires_at: datetime | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget_usd: float | None = Field(None, ge=0)
+    rpm: int | None = Field(None, ge=1, strict=True)
+    tpm: int | None = Field(None, ge=1, strict=True)
+    budget_usd: float | None = Field(None, ge=0, strict=True)
 
 
 class KeyPublic(BaseModel):
