@@ -13,6 +13,7 @@ from arbor.agents.workflow import InMemoryCheckpointStore, WorkflowRunner
 from arbor.apps.team.files import allowed_for, fenced_files
 from arbor.core.config import Settings
 from arbor.llm.client import LLMClient
+from arbor.llm.types import ChatRequest
 from arbor.testing import FunctionModel
 
 pytestmark = pytest.mark.usefixtures("isolation")
@@ -173,3 +174,23 @@ async def test_an_approved_publish_copies_the_workspace(tmp_path: Path) -> None:
     assert done.state.published_to == str(target)
     assert (target / "src/calc/__init__.py").read_text() == GOOD
     assert done.state.report is not None and done.state.report.published_to == str(target)
+
+
+async def test_max_tokens_caps_every_role_reply(tmp_path: Path) -> None:
+    caps: list[int | None] = []
+    fn, _ = team(good_team())
+
+    def capture(request: ChatRequest) -> str:
+        caps.append(request.max_tokens)
+        return fn(request)
+
+    client = LLMClient(
+        Settings(llm={"cache": {"enabled": False}}), models={"test:team": FunctionModel(capture)}
+    )
+    try:
+        runner = WorkflowRunner(workflow(tmp_path), InMemoryCheckpointStore(), client=client)
+        result = await runner.start({"prompt": "A calculator.", "max_tokens": 64})
+    finally:
+        await client.aclose()
+    assert result.status == "succeeded", result.error
+    assert len(caps) == 5 and set(caps) == {64}

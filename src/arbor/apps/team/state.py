@@ -65,6 +65,8 @@ class TeamState(BaseModel):
     max_iterations: int = Field(default=3, ge=1, le=MAX_ITERATIONS)
     #: Copy the result out of the workspace once someone approves it (an approval node).
     publish: bool = False
+    #: Cap on each agent reply (small local models ramble).
+    max_tokens: int | None = Field(default=None, ge=16, le=32_768)
 
     workspace: str = ""
     requirements: Requirements | None = None

@@ -107,10 +107,18 @@ def team_workflow(model: str | None = None) -> Workflow[TeamState]:
 
 
 class _Meter(Plugin):
-    """Sums the tokens and cost of every LLM call of one agent run (re-asks included)."""
+    """Sums the tokens and cost of every LLM call of one agent run (re-asks included) and
+    caps each reply at ``max_tokens`` when given."""
 
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, max_tokens: int | None = None) -> None:
         self.usage = RoleUsage(role=role)
+        self.max_tokens = max_tokens
+
+    async def before_llm_call(self, ctx: HookContext, request: ChatRequest) -> ChatRequest:
+        if self.max_tokens is None:
+            return request
+        cap = min(request.max_tokens or self.max_tokens, self.max_tokens)
+        return request.model_copy(update={"max_tokens": cap})
 
     async def after_llm_call(
         self, ctx: HookContext, request: ChatRequest, response: ChatResponse
@@ -137,12 +145,13 @@ async def _ask(
     output_type: type[BaseModel],
     variables: Mapping[str, str],
     prompt: str,
+    max_tokens: int | None = None,
 ) -> _Reply:
     """Run one role; a reply that never validates comes back raw (for the fenced fallback)."""
     agent = RoleAgent(
         ctx.node, role=role, model=config.model, output_type=output_type, max_output_retries=1
     )
-    meter = _Meter(ctx.node)
+    meter = _Meter(ctx.node, max_tokens)
     try:
         result: AgentResult[Any] = await ctx.run_agent(
             agent, prompt, deps=dict(variables), plugins=[meter]
@@ -291,7 +300,13 @@ class _Team:
     async def analyst(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
         ws = await asyncio.to_thread(_workspace, self.config, ctx.run_id)
         reply = await _ask(
-            ctx, self.config, "business_analyst", Requirements, {"task": state.prompt}, state.prompt
+            ctx,
+            self.config,
+            "business_analyst",
+            Requirements,
+            {"task": state.prompt},
+            state.prompt,
+            max_tokens=state.max_tokens,
         )
         delta: dict[str, Any] = {"workspace": str(ws.root), "usage": [*state.usage, reply.usage]}
         if isinstance(reply.output, Requirements):
@@ -311,7 +326,13 @@ class _Team:
             variables["feedback"] = state.feedback
             variables["code"] = render_files([*state.code_files, *state.test_files])
         reply = await _ask(
-            ctx, self.config, "developer", CodeDraft, variables, "Implement the requirements now."
+            ctx,
+            self.config,
+            "developer",
+            CodeDraft,
+            variables,
+            "Implement the requirements now.",
+            max_tokens=state.max_tokens,
         )
         files = _files_of(reply)
         written, notes = await _write(ctx, self.config, "developer", files)
@@ -329,7 +350,13 @@ class _Team:
             "code": render_files(state.code_files),
         }
         reply = await _ask(
-            ctx, self.config, "qa_engineer", TestSuite, variables, "Write the tests now."
+            ctx,
+            self.config,
+            "qa_engineer",
+            TestSuite,
+            variables,
+            "Write the tests now.",
+            max_tokens=state.max_tokens,
         )
         written, notes = await _write(ctx, self.config, "qa", _files_of(reply))
         if not written:
@@ -348,6 +375,7 @@ class _Team:
             DevOpsFiles,
             variables,
             "Write the build, container and CI files now.",
+            max_tokens=state.max_tokens,
         )
         written, notes = await _write(ctx, self.config, "devops", _files_of(reply))
         return {"devops_files": written, "devops_usage": [reply.usage], "devops_notes": notes}
@@ -379,7 +407,13 @@ class _Team:
             "code": render_files([*state.code_files, *state.devops_files]),
         }
         reply = await _ask(
-            ctx, self.config, "technical_writer", Docs, variables, "Write the README now."
+            ctx,
+            self.config,
+            "technical_writer",
+            Docs,
+            variables,
+            "Write the README now.",
+            max_tokens=state.max_tokens,
         )
         written, notes = await _write(ctx, self.config, "writer", _files_of(reply))
         return {
