@@ -5,7 +5,9 @@ model (:func:`cache_key`), so a new description or model never reuses old code. 
 entry is a readable ``<module>/<key12>.py`` a user can inspect or commit, listed in
 ``index.json`` with its key, names, model, usage and creation time (written atomically under
 a file lock, so processes sharing a home keep each other's entries). Redis holds the same JSON
-documents, so several machines share what one generated.
+documents, so several machines share what one generated; a Redis that is down reads as a miss
+and drops the write (a logged warning, at most once per ``quiet_seconds``), so an outage
+degrades to the disk tier instead of failing the import.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import structlog
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 __all__ = ["AutogenCache", "CacheEntry", "DiskTier", "ModuleUsage", "RedisTier", "cache_key"]
+
+log = structlog.get_logger("arbor.autogen")
 
 
 class ModuleUsage(BaseModel):
@@ -148,27 +154,53 @@ class DiskTier:
 
 
 class RedisTier:
-    """The shared tier: ``<prefix>:entry:<key>`` documents and ``<prefix>:latest:<lineage>``."""
+    """The shared tier: ``<prefix>:entry:<key>`` documents and ``<prefix>:latest:<lineage>``.
 
-    def __init__(self, redis: Redis, prefix: str = "arbor:autogen") -> None:
+    ``get``/``latest``/``put`` never raise for a Redis that is down: a miss and a dropped
+    write, warned about once per ``quiet_seconds``; ``clear`` (an explicit command) raises."""
+
+    def __init__(
+        self, redis: Redis, prefix: str = "arbor:autogen", *, quiet_seconds: float = 30.0
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self._quiet = quiet_seconds
+        self._warned_at = -float("inf")
+
+    def _warn(self, event: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= self._quiet:
+            self._warned_at = now
+            log.warning(event, error=type(exc).__name__, detail=str(exc))
 
     async def get(self, key: str) -> CacheEntry | None:
-        raw = await self.redis.get(f"{self.prefix}:entry:{key}")
+        try:
+            raw = await self.redis.get(f"{self.prefix}:entry:{key}")
+        except (RedisError, OSError) as exc:
+            self._warn("autogen.redis_read_failed", exc)
+            return None
         return CacheEntry.model_validate_json(raw) if raw else None
 
     async def put(self, entry: CacheEntry) -> None:
         doc = entry.model_copy(update={"file": None}).model_dump_json()
         lineage = _lineage(entry.module, entry.description, entry.model)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self.prefix}:entry:{entry.key}", doc)
-            pipe.set(f"{self.prefix}:latest:{lineage}", entry.key)
-            pipe.sadd(f"{self.prefix}:module:{entry.module}", entry.key)
-            await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(f"{self.prefix}:entry:{entry.key}", doc)
+                pipe.set(f"{self.prefix}:latest:{lineage}", entry.key)
+                pipe.sadd(f"{self.prefix}:module:{entry.module}", entry.key)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._warn("autogen.redis_write_failed", exc)
 
     async def latest(self, module: str, description: str, model: str) -> CacheEntry | None:
-        key = await self.redis.get(f"{self.prefix}:latest:{_lineage(module, description, model)}")
+        try:
+            key = await self.redis.get(
+                f"{self.prefix}:latest:{_lineage(module, description, model)}"
+            )
+        except (RedisError, OSError) as exc:
+            self._warn("autogen.redis_read_failed", exc)
+            return None
         return await self.get(key.decode() if isinstance(key, bytes) else key) if key else None
 
     async def clear(self, module: str | None = None) -> int:
@@ -215,6 +247,8 @@ class AutogenCache:
         hit = self.disk.latest(module, description, model) if self.disk is not None else None
         if hit is None and self.remote is not None:
             hit = await self.remote.latest(module, description, model)
+            if hit is not None and self.disk is not None:
+                hit = self.disk.put(hit)  # another machine's module, readable here too
         return hit
 
     async def put(self, entry: CacheEntry) -> CacheEntry:
