@@ -32,8 +32,15 @@ class AutogenSession:
         self, kind: type[BaseException], exc: BaseException, tb: TracebackType | None
     ) -> None:
         self._previous_hook(kind, exc, tb)
-        if not isinstance(exc, KeyboardInterrupt | SystemExit) and not self.runtime.closed:
+        if isinstance(exc, KeyboardInterrupt | SystemExit) or self.runtime.closed:
+            return
+        try:
             explain_exception(self.runtime, exc.with_traceback(tb))
+        except Exception as err:  # the report above stands; a failed explanation adds a line
+            print(
+                f"(arbor.autogen could not explain it: {type(err).__name__}: {err})",
+                file=sys.stderr,
+            )
 
     def explain(self, exc: BaseException) -> str:
         return explain_exception(self.runtime, exc)
@@ -41,7 +48,7 @@ class AutogenSession:
     def uninstall(self) -> None:
         if self.finder in sys.meta_path:
             sys.meta_path.remove(self.finder)
-        if sys.excepthook is self._hook:
+        if sys.excepthook == self._hook:  # a bound method: equal, never the same object
             sys.excepthook = self._previous_hook
         for name in [n for n in sys.modules if n.startswith(PREFIX)]:
             loader = getattr(sys.modules[name].__spec__, "loader", None)
