@@ -85,6 +85,7 @@ def test_bad_usage_exits_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     runner = CliRunner()
     assert runner.invoke(app, ["team", "  "]).exit_code == 2
     assert runner.invoke(app, ["team", "x", "--max-iterations", "0"]).exit_code == 2
+    assert runner.invoke(app, ["team", "x", "--max-tokens", "5"]).exit_code == 2
     (tmp_path / "file").write_text("x")
     bad_out = runner.invoke(app, ["team", "x", "--out", str(tmp_path / "file")])
     assert bad_out.exit_code == 2 and "not a directory" in bad_out.output

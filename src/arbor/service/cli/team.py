@@ -79,6 +79,10 @@ def team(
     max_iterations: Annotated[
         int, typer.Option("--max-iterations", help="Developer attempts at passing the tests.")
     ] = 3,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", help="Cap on each role's reply (small local models ramble)."),
+    ] = None,
     allow_unisolated: Annotated[
         bool,
         typer.Option(
@@ -98,12 +102,15 @@ def team(
         fail(f"--model must look like provider:model, got {model!r}", EXIT_USAGE)
     if not 1 <= max_iterations <= MAX_ITERATIONS:
         fail(f"--max-iterations must be between 1 and {MAX_ITERATIONS}", EXIT_USAGE)
+    if max_tokens is not None and not 16 <= max_tokens <= 32_768:
+        fail("--max-tokens must be between 16 and 32768", EXIT_USAGE)
     if out is not None:
         _check_out(out)
         out = out.resolve()
     settings = settings_or_exit()
     try:
-        code = asyncio.run(_execute(settings, prompt, model, out, max_iterations, allow_unisolated))
+        options = {"prompt": prompt, "max_iterations": max_iterations, "max_tokens": max_tokens}
+        code = asyncio.run(_execute(settings, options, model, out, allow_unisolated))
     except ArborError as exc:
         fail(str(exc), exit_code_for(exc))
     except KeyboardInterrupt:
@@ -124,12 +131,12 @@ def _check_out(out: Path) -> None:
 
 async def _execute(
     settings: Settings,
-    prompt: str,
+    options: dict[str, Any],
     model: str | None,
     out: Path | None,
-    max_iterations: int,
     allow_unisolated: bool,
 ) -> int:
+    """Run the team; ``options`` are the workflow's input (prompt, iteration and token caps)."""
     from arbor.agents.workflow.checkpoints import RunEvent
     from arbor.agents.workflow.runner import WorkflowRunner
     from arbor.agents.workflow.sql import SQLCheckpointStore
@@ -145,7 +152,8 @@ async def _execute(
         sandbox=SandboxConfig(allow_unisolated=allow_unisolated),
     )
     wf = build_team_workflow(config)
-    state = wf.state_type.model_validate({"prompt": prompt, "max_iterations": max_iterations})
+    state = wf.state_type.model_validate(options)
+    prompt = state.prompt
     db = Database.from_settings(settings)
     try:
         await migrate(db)
