@@ -152,6 +152,19 @@ class DiskTier:
             self._write_index(entries)
         return [CacheEntry.model_validate(v) for v in dropped.values()]
 
+    def of_module(self, module: str) -> list[CacheEntry]:
+        """The entries of ``module`` (metadata only), newest first."""
+        return [e for e in reversed(self.entries()) if e.module == module]
+
+    def remove(self, module: str | None = None) -> list[CacheEntry]:
+        """:meth:`clear`, then the module folders it left empty (``arbor autogen clear``)."""
+        dropped = self.clear(module)
+        with self._locked():
+            for folder in {(self.root / e.file).parent for e in dropped if e.file}:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty: a user's own file there stays
+        return dropped
+
 
 class RedisTier:
     """The shared tier: ``<prefix>:entry:<key>`` documents and ``<prefix>:latest:<lineage>``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from arbor.service.cli.agents import agents_app
+from arbor.service.cli.autogen import autogen_app
 from arbor.service.cli.batch import batch_app
 from arbor.service.cli.bench import bench_app
 from arbor.service.cli.chat import chat
@@ -37,6 +38,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(keys_app, name="keys")
 app.add_typer(renode_app, name="renode")
 app.command("team")(team)
+app.add_typer(autogen_app, name="autogen")
 runs_app.command("workspace")(workspace)
 app.command("serve")(serve)
 
