@@ -54,6 +54,21 @@ def require_service(env_var: str, what: str) -> str:
     pytest.skip(message)
 
 
+@pytest.fixture
+async def isolation() -> None:
+    """The OS sandbox's isolation (root, Linux namespaces): tests that run generated code in
+    it fail in CI and skip locally without it, never pass silently."""
+    from arbor.runtime.sandbox import Sandbox
+
+    problem = await Sandbox().isolation_problem()
+    if problem is None:
+        return
+    message = f"OS sandbox isolation is required: {problem}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
     """``postgresql+asyncpg://`` URL of a server where tests may create databases."""
