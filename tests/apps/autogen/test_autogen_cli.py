@@ -9,6 +9,7 @@ import asyncio
 import json
 import runpy
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from typer.testing import CliRunner, Result
 
 import arbor.autogen
 from arbor.apps.autogen import cache_root
+from arbor.apps.autogen.cache import _lineage
 from arbor.core.config import Settings
 from arbor.llm.client import LLMClient
 from arbor.llm.types import ChatRequest
@@ -300,3 +302,38 @@ def test_bad_options_and_unknown_modules_exit_2(
     assert unknown.exit_code == 2 and "'nothing_here'" in unknown.output
     assert _cli("show", "../etc").exit_code == 2
     assert _cli("clear", "nothing_here", "--yes").exit_code == 2
+
+
+def test_prefetch_fills_redis_and_clear_empties_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_server_url: str
+) -> None:
+    """With ARBOR_REDIS_URL the shared tier gets the module too, and ``clear`` drops it there
+    (a module name of its own: other tests share the server's ``arbor:autogen`` prefix)."""
+    from redis import Redis
+
+    module = f"m{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("ARBOR_REDIS_URL", redis_server_url)
+    _serve(monkeypatch, lambda req: fenced(TOKENS_V2))
+    app_py = _write(
+        tmp_path,
+        "app.py",
+        f"from arbor.autogen import init\ninit('Shared tokens')\n"
+        f"from arbor.autogen.{module} import generate_token\n",
+    )
+    result = _cli("prefetch", str(app_py))
+    assert result.exit_code == 0, result.output
+    redis = Redis.from_url(redis_server_url, decode_responses=True)
+    try:
+        keys = redis.smembers(f"arbor:autogen:module:{module}")
+        assert len(keys) == 1
+        cleared = _cli("clear", module, "--yes")
+        assert cleared.exit_code == 0, cleared.output
+        assert "removed 1 entry (1 file(s))" in cleared.output
+        assert "and 1 from Redis" in cleared.output
+        key = next(iter(keys))
+        assert not redis.exists(f"arbor:autogen:entry:{key}")
+        assert not redis.exists(f"arbor:autogen:module:{module}")
+    finally:
+        lineage = _lineage(module, "Shared tokens", MODEL)  # RedisTier.clear(module) keeps it
+        redis.delete(f"arbor:autogen:module:{module}", f"arbor:autogen:latest:{lineage}")
+        redis.close()
