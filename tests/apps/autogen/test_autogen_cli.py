@@ -322,7 +322,7 @@ def test_prefetch_fills_redis_and_clear_empties_it(
     )
     result = _cli("prefetch", str(app_py))
     assert result.exit_code == 0, result.output
-    redis = Redis.from_url(redis_server_url, decode_responses=True)
+    redis = Redis.from_url(redis_server_url)
     try:
         keys = redis.smembers(f"arbor:autogen:module:{module}")
         assert len(keys) == 1
@@ -330,7 +330,8 @@ def test_prefetch_fills_redis_and_clear_empties_it(
         assert cleared.exit_code == 0, cleared.output
         assert "removed 1 entry (1 file(s))" in cleared.output
         assert "and 1 from Redis" in cleared.output
-        key = next(iter(keys))
+        raw = next(iter(keys))
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
         assert not redis.exists(f"arbor:autogen:entry:{key}")
         assert not redis.exists(f"arbor:autogen:module:{module}")
     finally:
