@@ -31,6 +31,7 @@ from arbor.llm.client import LLMClient
 from arbor.llm.tokens import tokenizer_for
 from arbor.llm.types import ChatRequest, Usage
 from arbor.llm.view import ClientView
+from arbor.runtime.sandbox import SandboxUnavailableError
 
 __all__ = ["Generator", "ModuleRequest"]
 
@@ -117,12 +118,17 @@ class Generator:
             code = extract_code(reply.text)
             problem = validate_source(code, names, self.policy) or ""
             if not problem and cfg.smoke:
-                problem = (
-                    await smoke_call(
-                        request.module, code, names, allow_unisolated=cfg.allow_unisolated
+                try:
+                    problem = (
+                        await smoke_call(
+                            request.module, code, names, allow_unisolated=cfg.allow_unisolated
+                        )
+                        or ""
                     )
-                    or ""
-                )
+                except SandboxUnavailableError as exc:  # no reply can fix the machine: no retry
+                    raise AutogenImportError(
+                        request.module, names, f"the smoke call cannot run: {exc}", attempts=attempt
+                    ) from exc
             if not problem:
                 entry = CacheEntry(
                     key=key,

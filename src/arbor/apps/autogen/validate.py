@@ -7,14 +7,25 @@ from __future__ import annotations
 import ast
 import json
 import re
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
+import structlog
+
 from arbor.apps.autogen.policy import ImportPolicy
-from arbor.runtime.sandbox import Sandbox, SandboxConfig, SandboxError, SandboxLimits
+from arbor.runtime.sandbox import (
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+    SandboxLimits,
+    SandboxUnavailableError,
+)
 
 __all__ = ["extract_code", "smoke_call", "top_level_names", "validate_source"]
+
+log = structlog.get_logger("arbor.autogen")
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
 
@@ -82,7 +93,8 @@ async def smoke_call(
     module: str, code: str, names: list[str], *, allow_unisolated: bool = False
 ) -> str | None:
     """Import the module and call its argument-less functions in the OS sandbox; the reason
-    it failed, or ``None``."""
+    it failed, or ``None``. Raises :class:`SandboxUnavailableError` when OS isolation is
+    missing and ``allow_unisolated`` is not set (fails closed; no reply could fix that)."""
     config = SandboxConfig(
         allow_unisolated=allow_unisolated,
         limits=SandboxLimits(cpu_seconds=10, wall_seconds=20.0, memory_bytes=512 * 1024 * 1024),
@@ -93,10 +105,19 @@ async def smoke_call(
         script = _SMOKE.format(module=module, names=names)
         try:
             result = await Sandbox(config).run([sys.executable, "-I", "-c", script], root)
+        except SandboxUnavailableError:
+            raise
         except SandboxError as exc:
             return f"the smoke call could not run: {exc}"
-    if result.killed_by is not None:
-        return f"the smoke call was stopped by the sandbox's {result.killed_by} limit"
+    if not result.isolated:
+        log.warning("autogen.smoke_unisolated", module=module, reason="allow_unisolated is set")
+    killed_by = result.killed_by
+    if killed_by is None and result.exit_code in (-signal.SIGKILL, -signal.SIGXCPU):
+        # RLIMIT_CPU's signals: the sandbox names the limit only when its last CPU sample was
+        # close to it, which a loaded machine's polling can miss (seen: 9.4 of 10 s).
+        killed_by = "cpu"
+    if killed_by is not None:
+        return f"the smoke call was stopped by the sandbox's {killed_by} limit"
     if result.exit_code != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-8:])
         return f"importing or calling it in the sandbox failed:\n{tail}"
