@@ -38,6 +38,7 @@ def init(
     allow_imports: Iterable[str] = (),
     cache: bool = True,
     context_tokens: int = 2000,
+    max_tokens: int | None = None,
     explain_exceptions: bool = False,
 ) -> AutogenSession:
     """Describe the library; from now on ``arbor.autogen.<module>`` imports are generated.
@@ -46,7 +47,9 @@ def init(
     choose the model's pipeline; by default one is built from ``ARBOR_*`` settings, with usage
     recorded in the configured database. ``smoke`` runs each new module in the OS sandbox
     before it is imported; ``allow_imports`` lifts entries of the import policy;
-    ``explain_exceptions`` prints the model's explanation of uncaught exceptions.
+    ``explain_exceptions`` prints the model's explanation of uncaught exceptions;
+    ``max_tokens`` caps each reply (``None``: :class:`~arbor.apps.autogen.AutogenConfig`'s
+    default, enough for a module; small local models answer faster with less).
     """
     from arbor.apps.autogen import AutogenConfig, AutogenRuntime, AutogenSession
 
@@ -59,6 +62,7 @@ def init(
         allow_imports=tuple(allow_imports),
         cache=cache,
         context_tokens=context_tokens,
+        **({"max_tokens": max_tokens} if max_tokens is not None else {}),
     )
     reset()
     session = AutogenSession(

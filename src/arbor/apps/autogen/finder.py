@@ -20,6 +20,7 @@ from typing import Any
 
 from arbor.apps.autogen.cache import CacheEntry
 from arbor.apps.autogen.caller import CallerContext, collect_sites, find_caller, import_names
+from arbor.apps.autogen.errors import AutogenImportError
 from arbor.apps.autogen.runtime import AutogenRuntime, cache_root
 
 __all__ = ["PREFIX", "AutogenFinder"]
@@ -101,7 +102,15 @@ def _execute(module: ModuleType, entry: CacheEntry, origin: str, finder: Autogen
     linecache.cache[origin] = (len(entry.code), None, lines, origin)  # tracebacks show it
     code = compile(entry.code, origin, "exec")
     module.__dict__["__autogen_entry__"] = entry
-    exec(code, module.__dict__)
+    try:
+        exec(code, module.__dict__)
+    except Exception as exc:  # validated code can still fail when run: say whose it is
+        raise AutogenImportError(
+            entry.module,
+            entry.names,
+            f"the generated module raised {type(exc).__name__} when executed: {exc} "
+            f"(its code: {origin}; smoke=True runs it in the sandbox first)",
+        ) from exc
     if "__getattr__" not in module.__dict__ or getattr(
         module.__dict__["__getattr__"], "__autogen__", False
     ):

@@ -39,6 +39,8 @@ DENIED_MODULES: dict[str, str] = {
     "marshal": "loads code objects",
     "shutil": "removes and moves files",
     "webbrowser": "starts programs",
+    # a small model echoing the caller's import: the module would import itself
+    "arbor.autogen": "imports a generated module; define the names here instead",
 }
 
 #: ``module.function`` or builtin → why generated code may not call it.
