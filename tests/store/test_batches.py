@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from arbor.core.errors import NotFoundError
-from arbor.store import Database
+from arbor.store import Database, migrate
 from arbor.store._util import utcnow
 from arbor.store.batches import BatchRepository, NewItem
 
@@ -120,3 +120,33 @@ async def test_status_transitions_and_listing(repo: BatchRepository) -> None:
         await repo.get("bat_nope")
     live = await repo.get(newer.id, progress=True)
     assert live.progress is not None and live.progress.pending == 1
+
+
+@pytest.mark.postgres
+async def test_a_status_change_waits_for_a_concurrent_one_and_sees_it(postgres_url: str) -> None:
+    """A pause committed while an executor starts the batch wins: the start reads the row
+    under a lock, so it sees "paused" and changes nothing (without the lock it read the old
+    "running", reported a start and cleared the pause's reason)."""
+    from sqlalchemy import text
+
+    db = Database(postgres_url)
+    try:
+        await migrate(db)
+        repo = BatchRepository(db)
+        batch = await repo.create(name="b", kind="template", spec={}, items=iter(_rows(2)))
+        assert await repo.set_status(batch.id, "running") is not None
+        async with db.engine.connect() as other:
+            await other.begin()
+            pause = "UPDATE batches SET status = 'paused', paused_reason = 'budget' WHERE id = :i"
+            await other.execute(text(pause), {"i": batch.id})
+            start = asyncio.create_task(
+                repo.set_status(batch.id, "running", only_from=("pending", "running"))
+            )
+            await asyncio.sleep(0.5)
+            assert not start.done()  # waiting on the pausing transaction's row lock
+            await other.commit()
+        assert await start is None
+        after = await repo.get(batch.id)
+        assert (after.status, after.paused_reason) == ("paused", "budget")
+    finally:
+        await db.dispose()

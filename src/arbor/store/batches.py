@@ -292,7 +292,8 @@ class BatchRepository:
         """Move the batch to ``status`` and snapshot its totals; None when it was not in
         ``only_from`` (nothing changed). NotFoundError if unknown."""
         async with self._db.session(write=True) as s:
-            row = await s.get(BatchRow, batch_id)
+            # Locked (PostgreSQL): a status change waits for a concurrent one and sees it.
+            row = await s.get(BatchRow, batch_id, with_for_update=True)
             if row is None:
                 raise NotFoundError(f"no batch with id {batch_id!r}")
             if only_from is not None and row.status not in only_from:
@@ -311,7 +312,7 @@ class BatchRepository:
         """Cancel the batch and every item not finished yet (running ones too: their
         executors' results are then refused); None if it had already finished."""
         async with self._db.session(write=True) as s:
-            row = await s.get(BatchRow, batch_id)
+            row = await s.get(BatchRow, batch_id, with_for_update=True)
             if row is None:
                 raise NotFoundError(f"no batch with id {batch_id!r}")
             if row.status not in BATCH_ACTIVE:
