@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -111,13 +110,8 @@ async def smoke_call(
             return f"the smoke call could not run: {exc}"
     if not result.isolated:
         log.warning("autogen.smoke_unisolated", module=module, reason="allow_unisolated is set")
-    killed_by = result.killed_by
-    if killed_by is None and result.exit_code in (-signal.SIGKILL, -signal.SIGXCPU):
-        # RLIMIT_CPU's signals: the sandbox names the limit only when its last CPU sample was
-        # close to it, which a loaded machine's polling can miss (seen: 9.4 of 10 s).
-        killed_by = "cpu"
-    if killed_by is not None:
-        return f"the smoke call was stopped by the sandbox's {killed_by} limit"
+    if result.killed_by is not None:
+        return f"the smoke call was stopped by the sandbox's {result.killed_by} limit"
     if result.exit_code != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-8:])
         return f"importing or calling it in the sandbox failed:\n{tail}"

@@ -174,8 +174,15 @@ def _drop_privileges(uid: int, gid: int) -> None:
 
 
 def _set_limits(limits: dict[str, int | None]) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core in the workspace
     for name, value in limits.items():
-        if value is not None:
+        if value is None:
+            continue
+        if name == "cpu_seconds":
+            # SIGXCPU at the limit names the cause in the exit status; a process that ignores
+            # it gets SIGKILL one CPU second later.
+            resource.setrlimit(resource.RLIMIT_CPU, (value, value + 1))
+        else:
             resource.setrlimit(_RLIMITS[name], (value, value))
 
 

@@ -213,8 +213,11 @@ class Sandbox:
                 await asyncio.to_thread(chown_tree, str(spec["workspace"]), *owner)
         if code == _SETUP_FAILED and status:
             raise SandboxError(status)
-        if killed_by is None and code in (-signal.SIGXCPU, -signal.SIGKILL) and (
-            cpu >= limits.cpu_seconds - 0.5
+        if killed_by is None and (
+            # RLIMIT_CPU's soft signal, or its hard kill (the last CPU sample may lag the
+            # kernel's count by a poll on a loaded machine)
+            code == -signal.SIGXCPU
+            or (code == -signal.SIGKILL and cpu >= limits.cpu_seconds - 1.0)
         ):
             killed_by = "cpu"
         if killed_by is None and code == -signal.SIGXFSZ:
