@@ -216,6 +216,8 @@ def test_a_module_that_never_validates_exits_1(
     assert "0 generated, 0 cached, 1 failed" in result.output
     assert "tokens: failed: the module does not define generate_token" in result.output
     assert len(model.calls) == 2  # retries=1 was read from the file's init
+    spent = result.output.split("1 failed; tokens: ", 1)[1].split()
+    assert int(spent[0]) > 0 and int(spent[2]) > 0  # the failed attempts' tokens are counted
     assert json.loads(_cli("list", "--json").output) == []
 
 

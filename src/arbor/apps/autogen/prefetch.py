@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,9 @@ from arbor.apps.autogen.errors import AutogenImportError
 from arbor.apps.autogen.generator import Generator, ModuleRequest
 from arbor.apps.autogen.runtime import cache_root
 from arbor.core.config import Settings
+from arbor.llm.client import LLMClient
+from arbor.llm.usage import UsageRecord, UsageSink
+from arbor.llm.view import ClientView
 
 __all__ = [
     "InitCall",
@@ -295,25 +297,61 @@ async def open_cache(settings: Settings) -> AsyncIterator[AutogenCache]:
             await redis.aclose()
 
 
+class _Tally:
+    """A usage sink that sums each module's calls (by ``agent_id``) and hands every record on,
+    so a failed module's spend is reported too (its cache entry never exists)."""
+
+    def __init__(self, inner: UsageSink | None) -> None:
+        self.inner = inner
+        self.by_agent: dict[str, ModuleUsage] = {}
+
+    def record(self, record: UsageRecord) -> None:
+        if record.agent_id is not None and not record.cached:
+            usage = self.by_agent.setdefault(record.agent_id, ModuleUsage())
+            usage.calls += 1
+            usage.input_tokens += record.input_tokens
+            usage.output_tokens += record.output_tokens
+            usage.cost_usd += record.cost_usd
+        if self.inner is not None:
+            self.inner.record(record)
+
+    async def aclose(self) -> None:
+        """The client owns the inner sink and closes it."""
+
+
+class _Tallied(ClientView):
+    """``base`` with its usage records also summed per module."""
+
+    def __init__(self, base: LLMClient) -> None:
+        super().__init__(base)
+        self.tally = _Tally(base.usage_sink)
+        self.usage_sink = self.tally
+
+
 async def prefetch(
-    plan: PrefetchPlan, generator: Generator, *, concurrency: int
+    plan: PrefetchPlan, client: LLMClient, config: AutogenConfig, cache: AutogenCache
 ) -> list[ModuleResult]:
-    """Generate every module of ``plan`` (at most ``concurrency`` at once; the client's rate
-    limits apply to each call); one result per module, in the file's order. A module that
-    cannot be generated is a ``failed`` result, never an exception."""
-    gate = asyncio.Semaphore(max(1, concurrency))
+    """Generate every module of ``plan`` with the import path's :class:`Generator` (at most
+    ``config.concurrency`` at once; the client's rate limits apply to each call); one result
+    per module, in the file's order. A module that cannot be generated is a ``failed``
+    result, never an exception; a module served by the cache made no call (``cached``)."""
+    tallied = _Tallied(client)
+    generator = Generator(tallied, config, cache)
+    gate = asyncio.Semaphore(config.concurrency)
 
     async def one(want: ModuleWant) -> ModuleResult:
         async with gate:
-            started = time.time()
             try:
                 entry = await generator.generate(
                     ModuleRequest(want.module, list(want.names), want.caller)
                 )
             except AutogenImportError as exc:
-                return ModuleResult(want.module, want.names, "failed", error=exc.reason)
-        if entry.created >= started:
-            return ModuleResult(want.module, entry.names, "generated", entry.usage, entry)
-        return ModuleResult(want.module, entry.names, "cached", ModuleUsage(), entry)
+                error: str | None = exc.reason
+                entry = None
+        spent = tallied.tally.by_agent.get(f"autogen:{want.module}", ModuleUsage())
+        if entry is None:
+            return ModuleResult(want.module, want.names, "failed", spent, error=error)
+        status: Literal["cached", "generated"] = "generated" if spent.calls else "cached"
+        return ModuleResult(want.module, entry.names, status, spent, entry)
 
     return list(await asyncio.gather(*(one(w) for w in plan.modules)))

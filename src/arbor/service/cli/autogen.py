@@ -116,18 +116,16 @@ def prefetch(
 async def _prefetch(
     settings: Settings, plan: PrefetchPlan, config: AutogenConfig
 ) -> list[ModuleResult]:
-    from arbor.apps.autogen.generator import Generator
     from arbor.apps.autogen.prefetch import open_cache
     from arbor.apps.autogen.prefetch import prefetch as run_prefetch
 
     async with open_autogen_client(settings) as client, open_cache(settings) as cache:
-        generator = Generator(client, config, cache)
         _out.print(
             f"prefetching {len(plan.modules)} module(s) for {plan.path} with "
-            f"{generator.model}, {config.concurrency} at once",
+            f"{config.model or client.settings.default_model}, {config.concurrency} at once",
             markup=False,
         )
-        return await run_prefetch(plan, generator, concurrency=config.concurrency)
+        return await run_prefetch(plan, client, config, cache)
 
 
 def _print_results(results: list[ModuleResult]) -> None:
@@ -220,8 +218,8 @@ def list_modules(
         Column("module", no_wrap=True),
         Column("names", min_width=14, overflow="fold"),
         Column("description", min_width=14),
-        Column("model", overflow="fold"),
-        Column("created", overflow="fold"),
+        Column("model", no_wrap=True),
+        Column("created", min_width=10),
         Column("tokens / cost", justify="right", no_wrap=True),
     )
     for e in entries:
