@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import runpy
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -340,3 +343,28 @@ def test_prefetch_fills_redis_and_clear_empties_it(
         lineage = _lineage(module, "Shared tokens", MODEL)  # RedisTier.clear(module) keeps it
         redis.delete(f"arbor:autogen:module:{module}", f"arbor:autogen:latest:{lineage}")
         redis.close()
+
+
+def test_after_prefetch_the_file_runs_as_is_in_a_fresh_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No test seam on the import side: the file's own ``init`` builds the configured client,
+    whose default model (``test:autogen``) no provider serves, so any model call would fail
+    the import; the script runs because every module comes from the disk cache."""
+    reply, _ = _overlapping_replies()
+    _serve(monkeypatch, reply)
+    app_py = _write(tmp_path, "app.py", APP + "print(RESULT[:5], SLUG, SIZE)\n")
+    assert _cli("prefetch", str(app_py)).exit_code == 0
+    env = {k: v for k, v in os.environ.items() if k.startswith(("ARBOR_", "PATH", "HOME"))}
+    proc = subprocess.run(
+        [sys.executable, str(app_py)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["sess-", "hello-world", "8"]
+
+    # and the control: a description the cache has never seen needs the (absent) model
+    app_py.write_text(APP.replace("Cryptographic utility library", "Something else"))
+    proc = subprocess.run(
+        [sys.executable, str(app_py)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode != 0 and "arbor.autogen could not generate module" in proc.stderr
