@@ -368,3 +368,35 @@ def test_after_prefetch_the_file_runs_as_is_in_a_fresh_process(
         [sys.executable, str(app_py)], capture_output=True, text=True, timeout=120, env=env
     )
     assert proc.returncode != 0 and "arbor.autogen could not generate module" in proc.stderr
+
+
+def test_the_init_call_is_read_in_every_import_form() -> None:
+    import ast
+
+    from arbor.apps.autogen.prefetch import find_init
+
+    forms = {
+        "from arbor.autogen import init as go\ngo('A', model='openai:x')\n": "A",
+        "import arbor.autogen\narbor.autogen.init(description='B')\n": "B",
+        "import arbor.autogen as ag\nag.init('C')\n": "C",
+        "from arbor import autogen\nautogen.init('D')\n": "D",
+    }
+    for code, description in forms.items():
+        found = find_init(ast.parse(code))
+        assert found is not None and found.description == description, code
+    assert find_init(ast.parse("def init(x): ...\ninit('not ours')\n")) is None
+
+    found = find_init(
+        ast.parse(
+            "from arbor.autogen import init\nN = 3\n"
+            "init('E', model='openai:m', allow_imports=['socket'], max_tokens=512,\n"
+            "     retries=N, smoke=None, explain_exceptions=True)\n"
+        )
+    )
+    assert found is not None and found.line == 3
+    assert found.options == {
+        "model": "openai:m",
+        "allow_imports": ("socket",),
+        "max_tokens": 512,
+    }
+    assert found.unread == ["retries"]  # an expression: prefetch says it uses the default

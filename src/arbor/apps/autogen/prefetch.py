@@ -49,7 +49,7 @@ _FACE = "arbor.autogen"
 _PREFIX = _FACE + "."
 #: What ``from arbor.autogen import X`` may name besides generated modules.
 _FACE_NAMES = {"init", "explain", "reset"}
-#: ``init`` keywords that change the cache key or what validation accepts, with their types.
+#: ``init`` keywords that shape the cache key, the prompt or validation, with their types.
 _INIT_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "model": str,
     "retries": int,
@@ -58,6 +58,7 @@ _INIT_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "allow_imports": (list, tuple),
     "cache": bool,
     "context_tokens": int,
+    "max_tokens": int,
 }
 
 
@@ -232,6 +233,8 @@ def _read_option(init: InitCall, name: str, node: ast.expr) -> None:
         value: Any = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, RecursionError):
         init.unread.append(name)
+        return
+    if value is None:  # ``model=None`` and the like: the default
         return
     if name == "allow_imports":
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
