@@ -155,3 +155,26 @@ def test_a_redis_outage_degrades_to_disk_with_a_warning(tmp_path: Path) -> None:
     except AutogenImportError as exc:  # pragma: no cover - the failure this test guards
         pytest.fail(f"a Redis outage failed the import: {exc}")
     assert len(model_3.calls) == 1
+
+
+@pytest.mark.redis
+def test_a_module_that_raised_leaves_redis_too(
+    tmp_path: Path, redis_server_url: str, names: tuple[str, str]
+) -> None:
+    module, description = names
+    project = tmp_path / "project"
+    project.mkdir()
+    broken = "LIMIT = int('ten')\n" + TOKENS_V1
+    client, model = make_client(lambda req: fenced(broken))
+    settings = _settings(tmp_path / "home", redis_server_url)
+    arbor.autogen.init(description, client=client, settings=settings)
+    with pytest.raises(AutogenImportError, match="dropped from the cache"):
+        run_script(project, "app.py", _caller(module))
+    redis = Redis.from_url(redis_server_url)
+    try:
+        assert redis.smembers(f"{PREFIX}:module:{module}") == set()
+        assert redis.get(f"{PREFIX}:latest:{_lineage(module, description, 'test:autogen')}") is None
+    finally:
+        redis.close()
+    assert _index(tmp_path / "home") == {}
+    assert len(model.calls) == 1

@@ -13,7 +13,7 @@ import pytest
 from _autogen_helpers import fenced, make_client, prompt_text, run_script
 
 import arbor.autogen
-from arbor.apps.autogen import AutogenImportError
+from arbor.apps.autogen import AutogenImportError, cache_root
 
 CALLER = """
 from arbor.autogen.textutil import reverse_words
@@ -71,3 +71,19 @@ def test_a_module_that_raises_when_executed_is_a_clear_import_error(tmp_path: Pa
     assert isinstance(err.value.__cause__, ValueError)
     assert "arbor.autogen.textutil" not in sys.modules
     assert len(model.calls) == 1
+
+
+def test_a_module_that_raised_is_not_kept_and_the_next_import_asks_again(
+    tmp_path: Path,
+) -> None:
+    replies = iter([fenced("LIMIT = int('ten')\n" + GOOD), fenced(GOOD)])
+    client, model = make_client(lambda req: next(replies))
+    arbor.autogen.init("Small text utilities", client=client)
+    with pytest.raises(AutogenImportError, match="dropped from the cache"):
+        run_script(tmp_path, "app.py", CALLER)
+    root = cache_root(client.settings)
+    # the failing code's file is gone too
+    assert root.is_dir() and not list(root.glob("textutil/*.py"))
+    out = run_script(tmp_path, "app.py", CALLER)
+    assert out["RESULT"] == "three two one"
+    assert len(model.calls) == 2

@@ -152,6 +152,20 @@ class DiskTier:
             self._write_index(entries)
         return [CacheEntry.model_validate(v) for v in dropped.values()]
 
+    def drop(self, key: str) -> bool:
+        """Forget one entry and its file; False when it was not here."""
+        with self._locked():
+            entries = self._read_index()
+            raw = entries.pop(key, None)
+            if raw is None:
+                return False
+            file = raw.get("file")
+            if isinstance(file, str):
+                with contextlib.suppress(OSError):
+                    (self.root / file).unlink()
+            self._write_index(entries)
+        return True
+
     def of_module(self, module: str) -> list[CacheEntry]:
         """The entries of ``module`` (metadata only), newest first."""
         return [e for e in reversed(self.entries()) if e.module == module]
@@ -216,6 +230,22 @@ class RedisTier:
             return None
         return await self.get(key.decode() if isinstance(key, bytes) else key) if key else None
 
+    async def drop(self, entry: CacheEntry) -> None:
+        """Forget one entry (and the lineage's pointer when it names it); never raises."""
+        latest = f"{self.prefix}:latest:{_lineage(entry.module, entry.description, entry.model)}"
+        try:
+            pointed = await self.redis.get(latest)
+            if isinstance(pointed, bytes):
+                pointed = pointed.decode()
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(f"{self.prefix}:entry:{entry.key}")
+                pipe.srem(f"{self.prefix}:module:{entry.module}", entry.key)
+                if pointed == entry.key:
+                    pipe.delete(latest)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._warn("autogen.redis_write_failed", exc)
+
     async def clear(self, module: str | None = None) -> int:
         pattern = f"{self.prefix}:module:{module or '*'}"
         dropped = 0
@@ -271,6 +301,18 @@ class AutogenCache:
             await self.remote.put(entry)
         self.remember(entry)
         return entry
+
+    async def forget(self, entry: CacheEntry) -> None:
+        """Drop one entry from every tier (code that failed when run): the next import
+        generates the module again instead of failing the same way."""
+        self.memory.pop(entry.key, None)
+        lineage = _lineage(entry.module, entry.description, entry.model)
+        if self._latest.get(lineage) == entry.key:
+            del self._latest[lineage]
+        if self.disk is not None:
+            self.disk.drop(entry.key)
+        if self.remote is not None:
+            await self.remote.drop(entry)
 
     def remember(self, entry: CacheEntry) -> None:
         self.memory[entry.key] = entry

@@ -105,11 +105,13 @@ def _execute(module: ModuleType, entry: CacheEntry, origin: str, finder: Autogen
     try:
         exec(code, module.__dict__)
     except Exception as exc:  # validated code can still fail when run: say whose it is
+        # Not kept: the next import asks the model again instead of failing the same way.
+        finder.runtime.forget(entry)
         raise AutogenImportError(
             entry.module,
             entry.names,
             f"the generated module raised {type(exc).__name__} when executed: {exc} "
-            f"(its code: {origin}; smoke=True runs it in the sandbox first)",
+            f"(it was dropped from the cache; smoke=True runs a module in the sandbox first)",
         ) from exc
     if "__getattr__" not in module.__dict__ or getattr(
         module.__dict__["__getattr__"], "__autogen__", False

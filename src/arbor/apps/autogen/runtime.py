@@ -130,3 +130,10 @@ class AutogenRuntime:
         existing: CacheEntry | None = None,
     ) -> CacheEntry:
         return self.run(self.agenerate(ModuleRequest(module, names, caller, existing)))
+
+    def forget(self, entry: CacheEntry) -> None:
+        """Drop ``entry`` from the cache's tiers (its code failed when executed)."""
+        self.run(self._forget(entry))
+
+    async def _forget(self, entry: CacheEntry) -> None:
+        await (await self.generator()).cache.forget(entry)
