@@ -22,24 +22,12 @@ from _autogen_helpers import TOKENS_V1, fenced, make_client, prompt_text, run_sc
 
 import arbor.autogen
 from arbor.apps.autogen import AutogenImportError, generator, validate
-from arbor.runtime.sandbox import Sandbox
 
 CALLER = """
 from arbor.autogen.tokens import generate_token
 
 RESULT = "sess-" + generate_token(8)
 """
-
-
-@pytest.fixture
-async def isolation() -> None:
-    problem = await Sandbox().isolation_problem()
-    if problem is None:
-        return
-    message = f"OS sandbox isolation is required: {problem}"
-    if os.environ.get("ARBOR_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture
