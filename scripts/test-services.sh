@@ -126,6 +126,9 @@ ensure_pg_role_and_database() {
         log "creating database $PG_DATABASE"
         psql_admin -c "CREATE DATABASE $PG_DATABASE OWNER $PG_USER" >&2
     fi
+    # DROP DATABASE ... WITH (FORCE) on a test database ends its leftover connections,
+    # which needs this when one of them is not the role's own
+    psql_admin -c "GRANT pg_signal_backend TO $PG_USER" >&2
 }
 
 # ---- Redis ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from arbor.service.cli.main import app
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~2 min alone on 2 cores; a loaded CI machine took over 5
 @pytest.mark.usefixtures("isolation")
 def test_smollm2_team_run_ends_with_an_honest_report(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -39,4 +40,3 @@ def test_smollm2_team_run_ends_with_an_honest_report(
     # the iteration's row says what happened: a pass/fail count, or why there was nothing to run
     assert re.search(r"│ 1\s+│ \d+\s+│ \d+\s+│ \S", text), text
     assert f"workspace: {tmp_path / 'home' / 'workspaces'}" in text
-    assert elapsed < 300, f"took {elapsed:.0f}s"

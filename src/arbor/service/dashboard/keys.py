@@ -69,7 +69,7 @@ async def create_key(
         except ValueError:
             return await _page(request, error="expires in: not a number of days", status_code=422)
     try:
-        body = KeyCreate.model_validate(fields)
+        body = KeyCreate.model_validate(fields, strict=False)  # form fields are text
     except ValidationError as exc:
         return await _page(request, error=_first_error(exc), status_code=422)
     new = await dashboard_of(request).ctx.keys.create(
