@@ -127,6 +127,29 @@ async def test_adapt_quota_is_honoured_through_the_pacer() -> None:
     assert clock.monotonic() - start >= 5.0 - 1e-6
 
 
+async def test_a_quota_hold_restarts_the_pace_instead_of_releasing_a_burst() -> None:
+    clock = FakeClock()
+    paced = PacedRateLimiter(InMemoryRateLimiter(clock), clock, margin=0.0)
+    limits = ModelLimits(rpm=600)  # one every 0.1 s
+    await paced.acquire("m", limits, 1)
+    start = clock.monotonic()
+    admitted: list[float] = []
+
+    async def one() -> None:
+        await paced.acquire("m", limits, 1)
+        admitted.append(round(clock.monotonic() - start, 6))
+
+    waiters = [asyncio.create_task(one()) for _ in range(5)]
+    await asyncio.sleep(0)
+    # The upstream's window is full for another second: every paced waiter must wait for
+    # the reset and then go one interval apart, not all at once.
+    await paced.adapt("m", Adaptation(requests_left=0, requests_reset=1.0))
+    await asyncio.gather(*waiters)
+    assert admitted[0] >= 1.0 - 1e-6
+    gaps = [b - a for a, b in itertools.pairwise(admitted)]
+    assert all(g >= 0.1 - 0.005 - 1e-9 for g in gaps), admitted
+
+
 async def test_a_share_paces_one_of_several_executors_at_its_part_of_the_rate() -> None:
     clock = FakeClock()
     half = PacedRateLimiter(InMemoryRateLimiter(clock), clock, margin=0.0, share=0.5)

@@ -111,6 +111,15 @@ class PacedRateLimiter(RateLimiter):
 
     async def adapt(self, key: str, adaptation: Adaptation) -> None:
         await self.inner.adapt(key, adaptation)
+        hold = adaptation.hold
+        if hold is not None:
+            # Nothing left until the upstream's reset: as after a 429 (without its slow-down),
+            # the schedule restarts at the reset and slots taken before it queue again.
+            # Otherwise every waiter paced during the hold fires the moment it ends, fills
+            # the upstream's next window at once and runs into the next hold (seen in
+            # `arbor bench batch`: holds of 0.8-0.96 s each second, then 429s).
+            self._next[key] = max(self._next.get(key, 0.0), self._clock.monotonic() + hold)
+            self._generation[key] = self._generation.get(key, 0) + 1
         if adaptation.cap_rpm is None:
             self._cap_rpm.pop(key, None)
         else:
