@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ray.cluster_utils import Cluster
+from _ray_cluster import start_cluster
 
 from arbor.store import Database, migrate
 from arbor.testing.mock_upstream import spawn_mock_upstream
@@ -44,14 +44,12 @@ BATCH_RPM = 5400
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A head (no CPUs for work) and two worker nodes; the actors use no CPU slots."""
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "object_store_memory": 80 * 1024 * 1024},
+    memory = 80 * 1024 * 1024
+    cluster = start_cluster(
+        {"num_cpus": 0, "object_store_memory": memory, "include_dashboard": False},
+        [{"num_cpus": 1, "object_store_memory": memory}] * 2,
     )
     try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=1, object_store_memory=80 * 1024 * 1024)
-        cluster.wait_for_nodes()
         yield cluster.address
     finally:
         cluster.shutdown()

@@ -45,25 +45,23 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def client_address() -> Iterator[str]:
     try:
-        import ray.cluster_utils as cluster_utils
+        from _ray_cluster import start_cluster
     except ImportError:  # required in CI like the other services
         if os.environ.get("ARBOR_REQUIRE_SERVICES") == "1":
             pytest.fail("Ray is required: install arbor[ray] (make deps)")
         pytest.skip("Ray is not installed")
     port = _free_port()
-    cluster = cluster_utils.Cluster(
-        initialize_head=True,
-        head_node_args={
+    cluster = start_cluster(
+        {
             "num_cpus": 0,
             "object_store_memory": 80 * MB,
             "ray_client_server_port": port,
             "include_dashboard": False,
         },
+        [{"num_cpus": 1, "object_store_memory": 80 * MB}],
     )
     try:
         _forget_current_cluster(cluster.address)
-        cluster.add_node(num_cpus=1, object_store_memory=80 * MB)
-        cluster.wait_for_nodes()
         yield f"ray://127.0.0.1:{port}"
     finally:
         import ray
