@@ -127,6 +127,25 @@ async def test_budget_pauses_with_the_rest_pending_and_resume_continues(
     assert finished.progress is not None and finished.progress.succeeded == 40
 
 
+async def test_an_executor_starting_after_a_pause_leaves_the_batch_paused(
+    make_service: MakeService, tmp_path: Path
+) -> None:
+    """A Ray actor or a second server can start its executor a moment after a user paused
+    the batch: it must not undo the pause (only a resume makes the batch runnable again)."""
+    model = FunctionModel(_echo)
+    service = make_service({"test:f": model})
+    data = write_jsonl(tmp_path / "d.jsonl", [{"q": i} for i in range(5)])
+    batch = await service.create(data, _spec())
+    await service.pause(batch.id)
+    late = await service.run(batch.id)
+    assert (late.status, late.paused_reason) == ("paused", "user")
+    assert late.progress is not None and late.progress.pending == 5
+    assert model.calls == []
+    await service.resume(batch.id)
+    done = await service.run(batch.id)
+    assert done.status == "succeeded" and len(model.calls) == 5
+
+
 async def test_cancel_from_elsewhere_stops_the_executor(
     make_service: MakeService, tmp_path: Path
 ) -> None:

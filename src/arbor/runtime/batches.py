@@ -160,7 +160,8 @@ class BatchService:
             await client.aclose()
 
     async def run(self, batch_id: str) -> BatchRecord:
-        """Run (or resume) the batch here until it ends, pauses or is cancelled."""
+        """Run the batch here until it ends, pauses or is cancelled (a paused batch stays
+        paused: :meth:`resume` makes it runnable)."""
         async with self.open_client(batch_id) as client:
             executor = await self.executor(batch_id, client)
             return await executor.run()

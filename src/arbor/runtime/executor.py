@@ -40,7 +40,13 @@ from arbor.core.logging import Redactor
 from arbor.llm.client import LLMClient
 from arbor.runtime.items import ItemError, ItemOutcome, ItemRunner, MeteredClient
 from arbor.runtime.spec import BatchOptions
-from arbor.store.batches import BATCH_ACTIVE, BatchRecord, BatchRepository, ClaimedItem
+from arbor.store.batches import (
+    BATCH_RUNNABLE,
+    BatchProgress,
+    BatchRecord,
+    BatchRepository,
+    ClaimedItem,
+)
 
 __all__ = ["LiveProgress", "LocalExecutor", "StopReason", "budget_scope", "new_owner"]
 
@@ -82,6 +88,12 @@ class LiveProgress:
     finished_here: int = 0
     retried: int = 0
     started: float = field(default_factory=time.monotonic)
+
+    def take(self, stored: BatchProgress) -> None:
+        """Adopt the stored counts and usage (every process's work on the batch)."""
+        self.total, self.succeeded, self.failed = stored.total, stored.succeeded, stored.failed
+        self.cancelled, self.cost_usd = stored.cancelled, stored.cost_usd
+        self.input_tokens, self.output_tokens = stored.input_tokens, stored.output_tokens
 
     @property
     def done(self) -> int:
@@ -129,20 +141,14 @@ class LocalExecutor:
         """Drive the batch until no item is left, or it is paused or cancelled; returns
         the batch as it is then."""
         record = await self.repo.get(self.batch_id, progress=True)
-        if record.status not in BATCH_ACTIVE:
+        if record.status not in BATCH_RUNNABLE:  # ended, or paused until a resume
             return record
-        started = await self.repo.set_status(self.batch_id, "running", only_from=BATCH_ACTIVE)
-        if started is None:  # finished between the two reads
-            return await self.repo.get(self.batch_id)
+        started = await self.repo.set_status(self.batch_id, "running", only_from=BATCH_RUNNABLE)
+        if started is None:  # paused or ended between the two reads
+            return await self.repo.get(self.batch_id, progress=True)
         live = record.progress
         assert live is not None
-        p = self.progress
-        p.total, p.succeeded, p.failed, p.cancelled = (
-            live.total, live.succeeded, live.failed, live.cancelled,
-        )
-        p.input_tokens, p.output_tokens, p.cost_usd = (
-            live.input_tokens, live.output_tokens, live.cost_usd,
-        )
+        self.progress.take(live)
         if self.options.budget_usd is not None:
             scope = budget_scope(self.batch_id)
             self.client.budgets.set_limit(scope, self.options.budget_usd)

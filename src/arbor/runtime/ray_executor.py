@@ -43,7 +43,7 @@ from arbor.core.errors import ConfigError
 from arbor.llm.view import ClientView
 from arbor.runtime.executor import LiveProgress, StopReason, new_owner
 from arbor.runtime.spec import BatchSpec
-from arbor.store.batches import BATCH_ACTIVE, BatchRecord, BatchRepository
+from arbor.store.batches import BATCH_ACTIVE, BATCH_RUNNABLE, BatchRecord, BatchRepository
 
 if TYPE_CHECKING:
     from arbor.agents.tools import Tool
@@ -232,7 +232,7 @@ class RayExecutor:
 
     async def run(self) -> BatchRecord:
         record = await self.repo.get(self.batch_id, progress=True)
-        if record.status not in BATCH_ACTIVE:
+        if record.status not in BATCH_RUNNABLE:  # ended, or paused until a resume
             return record
         ray = await asyncio.to_thread(connect, self.settings)
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
@@ -305,17 +305,7 @@ class RayExecutor:
         if live is None:
             return
         p = self.progress
-        p.total, p.succeeded, p.failed, p.cancelled = (
-            live.total,
-            live.succeeded,
-            live.failed,
-            live.cancelled,
-        )
-        p.input_tokens, p.output_tokens, p.cost_usd = (
-            live.input_tokens,
-            live.output_tokens,
-            live.cost_usd,
-        )
+        p.take(live)
         p.finished_here = max(0, p.done - self._done_at_start)
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 __all__ = [
     "BATCH_ACTIVE",
+    "BATCH_RUNNABLE",
     "BatchItemRecord",
     "BatchItemStatus",
     "BatchKind",
@@ -23,6 +24,9 @@ BatchStatus = Literal["pending", "running", "paused", "succeeded", "failed", "ca
 BatchItemStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 #: Batch statuses that may still change by running items.
 BATCH_ACTIVE: tuple[BatchStatus, ...] = ("pending", "running", "paused")
+#: What an executor may start or go on with: a paused batch waits for a resume (which makes
+#: it pending), so an executor starting late never undoes a pause.
+BATCH_RUNNABLE: tuple[BatchStatus, ...] = ("pending", "running")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from arbor.core.errors import NotFoundError
 from arbor.core.ids import new_id
 from arbor.store._batch_records import (
     BATCH_ACTIVE,
+    BATCH_RUNNABLE,
     BatchItemRecord,
     BatchItemStatus,
     BatchKind,
@@ -51,6 +52,7 @@ from arbor.store.tables import BatchItemRow, BatchRow
 
 __all__ = [
     "BATCH_ACTIVE",
+    "BATCH_RUNNABLE",
     "BatchItemRecord",
     "BatchItemStatus",
     "BatchKind",
