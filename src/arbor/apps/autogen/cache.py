@@ -38,6 +38,12 @@ class ModuleUsage(BaseModel):
     output_tokens: int = 0
     cost_usd: float = 0.0
 
+    def add(self, other: ModuleUsage) -> None:
+        self.calls += other.calls
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+
 
 class CacheEntry(BaseModel):
     key: str

@@ -29,7 +29,7 @@ from arbor.apps.autogen.validate import extract_code, smoke_call, validate_sourc
 from arbor.core.errors import ArborError
 from arbor.llm.client import LLMClient
 from arbor.llm.tokens import tokenizer_for
-from arbor.llm.types import ChatRequest, Usage
+from arbor.llm.types import ChatRequest, Message, Usage
 from arbor.llm.view import ClientView
 from arbor.runtime.sandbox import SandboxUnavailableError
 
@@ -69,6 +69,9 @@ class Generator:
         self.model = config.model or client.settings.default_model
         self.policy = ImportPolicy(config.allow_imports)
         self._indexes: dict[Path, CodebaseIndex] = {}
+        #: What this generator's model calls cost per module, failed attempts included
+        #: (a module served by the cache spent nothing).
+        self.spent: dict[str, ModuleUsage] = {}
 
     async def generate(self, request: ModuleRequest) -> CacheEntry:
         """The module for ``request``, from the cache or the model; raises
@@ -99,6 +102,22 @@ class Generator:
             codebase=await self._codebase(caller, names),
         )
         meter = _Meter(self.client, request.module)
+        try:
+            return await self._attempts(request, names, messages, key, context, meter)
+        finally:
+            self.spent.setdefault(request.module, ModuleUsage()).add(meter.usage)
+
+    async def _attempts(
+        self,
+        request: ModuleRequest,
+        names: list[str],
+        messages: list[Message],
+        key: str,
+        context: str,
+        meter: _Meter,
+    ) -> CacheEntry:
+        """Ask, validate and retry with the problem until a reply passes or the retries end."""
+        cfg = self.config
         problem = "no attempt was made"
         attempts = cfg.retries + 1
         for attempt in range(1, attempts + 1):

@@ -15,24 +15,18 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from arbor.apps.autogen.cache import AutogenCache, CacheEntry, DiskTier, ModuleUsage, RedisTier
+from arbor.apps.autogen.cache import AutogenCache, CacheEntry, ModuleUsage
 from arbor.apps.autogen.caller import CallerContext, CallSite, collect_sites, import_names
 from arbor.apps.autogen.config import AutogenConfig
 from arbor.apps.autogen.errors import AutogenImportError
 from arbor.apps.autogen.generator import Generator, ModuleRequest
-from arbor.apps.autogen.runtime import cache_root
-from arbor.core.config import Settings
 from arbor.llm.client import LLMClient
-from arbor.llm.usage import UsageRecord, UsageSink
-from arbor.llm.view import ClientView
 
 __all__ = [
     "InitCall",
@@ -40,7 +34,6 @@ __all__ = [
     "ModuleWant",
     "PrefetchError",
     "PrefetchPlan",
-    "open_cache",
     "plan_file",
     "prefetch",
 ]
@@ -283,54 +276,6 @@ def config_for(
 
 
 # ---- generating ---------------------------------------------------------------------------
-@contextlib.asynccontextmanager
-async def open_cache(settings: Settings) -> AsyncIterator[AutogenCache]:
-    """The tiers an import uses: disk under ``ARBOR_HOME/autogen``, Redis when configured."""
-    remote: RedisTier | None = None
-    redis = None
-    if settings.redis_url:
-        from arbor.llm.redis_backends import connect_redis
-
-        redis = connect_redis(settings.redis_url)
-        remote = RedisTier(redis)
-    try:
-        yield AutogenCache(DiskTier(cache_root(settings)), remote)
-    finally:
-        if redis is not None:
-            await redis.aclose()
-
-
-class _Tally:
-    """A usage sink that sums each module's calls (by ``agent_id``) and hands every record on,
-    so a failed module's spend is reported too (its cache entry never exists)."""
-
-    def __init__(self, inner: UsageSink | None) -> None:
-        self.inner = inner
-        self.by_agent: dict[str, ModuleUsage] = {}
-
-    def record(self, record: UsageRecord) -> None:
-        if record.agent_id is not None and not record.cached:
-            usage = self.by_agent.setdefault(record.agent_id, ModuleUsage())
-            usage.calls += 1
-            usage.input_tokens += record.input_tokens
-            usage.output_tokens += record.output_tokens
-            usage.cost_usd += record.cost_usd
-        if self.inner is not None:
-            self.inner.record(record)
-
-    async def aclose(self) -> None:
-        """The client owns the inner sink and closes it."""
-
-
-class _Tallied(ClientView):
-    """``base`` with its usage records also summed per module."""
-
-    def __init__(self, base: LLMClient) -> None:
-        super().__init__(base)
-        self.tally = _Tally(base.usage_sink)
-        self.usage_sink = self.tally
-
-
 async def prefetch(
     plan: PrefetchPlan, client: LLMClient, config: AutogenConfig, cache: AutogenCache
 ) -> list[ModuleResult]:
@@ -338,8 +283,7 @@ async def prefetch(
     ``config.concurrency`` at once; the client's rate limits apply to each call); one result
     per module, in the file's order. A module that cannot be generated is a ``failed``
     result, never an exception; a module served by the cache made no call (``cached``)."""
-    tallied = _Tallied(client)
-    generator = Generator(tallied, config, cache)
+    generator = Generator(client, config, cache)
     gate = asyncio.Semaphore(config.concurrency)
 
     async def one(want: ModuleWant) -> ModuleResult:
@@ -351,7 +295,7 @@ async def prefetch(
             except AutogenImportError as exc:
                 error: str | None = exc.reason
                 entry = None
-        spent = tallied.tally.by_agent.get(f"autogen:{want.module}", ModuleUsage())
+        spent = generator.spent.get(want.module, ModuleUsage())
         if entry is None:
             return ModuleResult(want.module, want.names, "failed", spent, error=error)
         status: Literal["cached", "generated"] = "generated" if spent.calls else "cached"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,13 +24,28 @@ from arbor.apps.autogen.generator import Generator, ModuleRequest
 from arbor.core.config import Settings, load_settings
 from arbor.llm.client import LLMClient
 
-__all__ = ["AutogenRuntime", "cache_root"]
+__all__ = ["AutogenRuntime", "cache_root", "open_cache"]
 
 T = TypeVar("T")
 
 
 def cache_root(settings: Settings) -> Path:
     return settings.home / "autogen"
+
+
+@contextlib.asynccontextmanager
+async def open_cache(settings: Settings) -> AsyncIterator[AutogenCache]:
+    """The tiers an import uses: disk under ``ARBOR_HOME/autogen``, Redis when configured."""
+    redis = None
+    if settings.redis_url:
+        from arbor.llm.redis_backends import connect_redis
+
+        redis = connect_redis(settings.redis_url)
+    try:
+        yield AutogenCache(DiskTier(cache_root(settings)), RedisTier(redis) if redis else None)
+    finally:
+        if redis is not None:
+            await redis.aclose()
 
 
 class AutogenRuntime:
@@ -98,7 +113,7 @@ class AutogenRuntime:
         async with self._build_lock:
             if self._generator is None:
                 client = self._client or await self._open_client()
-                cache = self._cache or self._open_cache()
+                cache = self._cache or await self._open_cache()
                 self._generator = Generator(client, self.config, cache)
             return self._generator
 
@@ -107,17 +122,10 @@ class AutogenRuntime:
 
         return await self._stack.enter_async_context(open_client(self.settings))
 
-    def _open_cache(self) -> AutogenCache:
+    async def _open_cache(self) -> AutogenCache:
         if not self.config.cache:
             return AutogenCache()
-        remote = None
-        if self.settings.redis_url:
-            from arbor.llm.redis_backends import connect_redis
-
-            redis = connect_redis(self.settings.redis_url)
-            self._stack.push_async_callback(redis.aclose)
-            remote = RedisTier(redis)
-        return AutogenCache(DiskTier(cache_root(self.settings)), remote)
+        return await self._stack.enter_async_context(open_cache(self.settings))
 
     async def agenerate(self, request: ModuleRequest) -> CacheEntry:
         return await (await self.generator()).generate(request)

@@ -116,8 +116,8 @@ def prefetch(
 async def _prefetch(
     settings: Settings, plan: PrefetchPlan, config: AutogenConfig
 ) -> list[ModuleResult]:
-    from arbor.apps.autogen.prefetch import open_cache
     from arbor.apps.autogen.prefetch import prefetch as run_prefetch
+    from arbor.apps.autogen.runtime import open_cache
 
     async with open_autogen_client(settings) as client, open_cache(settings) as cache:
         _out.print(
