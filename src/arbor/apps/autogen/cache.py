@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
@@ -146,31 +146,26 @@ class DiskTier:
 
     def clear(self, module: str | None = None) -> list[CacheEntry]:
         """Drop every entry (of ``module``); returns what was dropped."""
+        return self._drop(lambda key, raw: module is None or raw["module"] == module)
+
+    def drop(self, key: str) -> bool:
+        """Forget one entry and its file; False when it was not here."""
+        return bool(self._drop(lambda k, raw: k == key))
+
+    def _drop(self, chosen: Callable[[str, dict[str, object]], bool]) -> list[CacheEntry]:
+        """Remove the chosen entries from the index, and their files."""
         with self._locked():
             entries = self._read_index()
-            dropped = {k: v for k, v in entries.items() if module is None or v["module"] == module}
+            dropped = {k: v for k, v in entries.items() if chosen(k, v)}
             for key, raw in dropped.items():
                 entries.pop(key)
                 file = raw.get("file")
                 if isinstance(file, str):
                     with contextlib.suppress(OSError):
                         (self.root / file).unlink()
-            self._write_index(entries)
+            if dropped:
+                self._write_index(entries)
         return [CacheEntry.model_validate(v) for v in dropped.values()]
-
-    def drop(self, key: str) -> bool:
-        """Forget one entry and its file; False when it was not here."""
-        with self._locked():
-            entries = self._read_index()
-            raw = entries.pop(key, None)
-            if raw is None:
-                return False
-            file = raw.get("file")
-            if isinstance(file, str):
-                with contextlib.suppress(OSError):
-                    (self.root / file).unlink()
-            self._write_index(entries)
-        return True
 
     def of_module(self, module: str) -> list[CacheEntry]:
         """The entries of ``module`` (metadata only), newest first."""
