@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -12,12 +14,35 @@ from arbor.core.config import Settings, load_settings
 from arbor.core.errors import ArborError, ConfigError
 from arbor.core.logging import configure_logging
 
-__all__ = ["EXIT_ERROR", "EXIT_USAGE", "err_console", "fail", "settings_or_exit"]
+if TYPE_CHECKING:
+    from arbor.llm.client import LLMClient
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_USAGE",
+    "ClientFactory",
+    "default_client",
+    "err_console",
+    "fail",
+    "settings_or_exit",
+]
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 
 err_console = Console(stderr=True, highlight=False)
+
+
+#: Builds a command's LLM client; a command keeps one as a module attribute (its seam), which
+#: tests replace to serve scripted models.
+ClientFactory = Callable[[Settings], AbstractAsyncContextManager["LLMClient"]]
+
+
+def default_client(settings: Settings) -> AbstractAsyncContextManager[LLMClient]:
+    """The configured client (:func:`arbor.llm.setup.open_client`), loaded on first use."""
+    from arbor.llm.setup import open_client
+
+    return open_client(settings)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

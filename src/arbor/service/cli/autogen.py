@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -27,13 +25,20 @@ from rich.table import Column, Table
 
 from arbor.core.config import Settings
 from arbor.core.errors import ArborError
-from arbor.service.cli._common import EXIT_ERROR, EXIT_USAGE, exit_code_for, fail, settings_or_exit
+from arbor.service.cli._common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    ClientFactory,
+    default_client,
+    exit_code_for,
+    fail,
+    settings_or_exit,
+)
 
 if TYPE_CHECKING:  # the generator, tree-sitter and the store load only when a command runs
     from arbor.apps.autogen.cache import CacheEntry, DiskTier
     from arbor.apps.autogen.config import AutogenConfig
     from arbor.apps.autogen.prefetch import ModuleResult, PrefetchPlan
-    from arbor.llm.client import LLMClient
 
 __all__ = ["ClientFactory", "autogen_app", "open_autogen_client"]
 
@@ -44,17 +49,8 @@ autogen_app = typer.Typer(
 
 _out = Console(highlight=False, soft_wrap=True)
 
-#: Builds the LLM client for ``prefetch``; tests replace it to serve a FunctionModel.
-ClientFactory = Callable[[Settings], AbstractAsyncContextManager["LLMClient"]]
-
-
-def _default_client(settings: Settings) -> AbstractAsyncContextManager[LLMClient]:
-    from arbor.llm.setup import open_client
-
-    return open_client(settings)
-
-
-open_autogen_client: ClientFactory = _default_client
+#: Tests replace it to serve scripted models.
+open_autogen_client: ClientFactory = default_client
 
 
 # ---- prefetch -----------------------------------------------------------------------------

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -29,12 +27,19 @@ from rich.text import Text
 
 from arbor.core.config import Settings
 from arbor.core.errors import ArborError, NotFoundError
-from arbor.service.cli._common import EXIT_ERROR, EXIT_USAGE, exit_code_for, fail, settings_or_exit
+from arbor.service.cli._common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    ClientFactory,
+    default_client,
+    exit_code_for,
+    fail,
+    settings_or_exit,
+)
 from arbor.service.cli.run import OPTIONS_EVENT, NodeView
 
 if TYPE_CHECKING:
     from arbor.agents.workflow.runner import NodeContext
-    from arbor.llm.client import LLMClient
 
 __all__ = ["ROLE_OF_NODE", "TeamView", "team", "workspace"]
 
@@ -54,17 +59,8 @@ ROLE_OF_NODE = {
     "publish": "publish",
 }
 
-#: Builds the LLM client for a run; tests replace it to serve scripted models.
-ClientFactory = Callable[[Settings], AbstractAsyncContextManager["LLMClient"]]
-
-
-def _default_client(settings: Settings) -> AbstractAsyncContextManager[LLMClient]:
-    from arbor.llm.setup import open_client
-
-    return open_client(settings)
-
-
-open_team_client: ClientFactory = _default_client
+#: Tests replace it to serve scripted models.
+open_team_client: ClientFactory = default_client
 
 
 def team(
