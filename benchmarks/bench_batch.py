@@ -70,9 +70,7 @@ def _write_dataset(path: Path, n: int) -> Path:
 # ---- rate-limited makespan --------------------------------------------------------------
 
 
-async def run_arbor(
-    url: str, n: int, rpm: int, concurrency: int, work: Path
-) -> dict[str, Any]:
+async def run_arbor(url: str, n: int, rpm: int, concurrency: int, work: Path) -> dict[str, Any]:
     from arbor.core.config import Settings
     from arbor.runtime import BatchService, BatchSpec
     from arbor.store import Database, migrate
@@ -140,9 +138,7 @@ async def run_openai_sdk(
         await client.close()
 
 
-async def run_litellm(
-    url: str, n: int, rpm: int, concurrency: int, work: Path
-) -> dict[str, Any]:
+async def run_litellm(url: str, n: int, rpm: int, concurrency: int, work: Path) -> dict[str, Any]:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
     from litellm import Router
@@ -176,9 +172,7 @@ async def run_litellm(
     return await _gated(n, concurrency, one)
 
 
-async def run_langchain(
-    url: str, n: int, rpm: int, concurrency: int, work: Path
-) -> dict[str, Any]:
+async def run_langchain(url: str, n: int, rpm: int, concurrency: int, work: Path) -> dict[str, Any]:
     import openai
     from langchain_core.rate_limiters import InMemoryRateLimiter
 
@@ -309,16 +303,18 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 if args.only and name not in args.only:
                     continue
                 gc.collect()
-                print(f"bench batch: {name} ({n} items, rpm {rpm}) ...", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"bench batch: {name} ({n} items, rpm {rpm}) ...", file=sys.stderr, flush=True
+                )
                 _mock_call(url, "/_reset")
                 figures = await fn(url, n, rpm, args.concurrency, work)
                 stats = _mock_call(url, "/_stats")
                 figures["requests"] = stats["requests"]
                 figures["upstream_429s"] = stats["by_status"].get("429", 0)
                 figures["makespan_vs_ideal"] = figures["makespan_s"] / ideal
-                clients[name] = {k: round(v, 4) if isinstance(v, float) else v
-                                 for k, v in figures.items()}
+                clients[name] = {
+                    k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()
+                }
         print("bench batch: creation and memory ...", file=sys.stderr, flush=True)
         big = await creation_and_memory(args.create_items, args.run_items, work)
     clients["arbor_scale"] = {k: round(v, 4) for k, v in big.items()}
@@ -333,9 +329,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "batch",
         "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "versions": {
-            d: _version(d) for d in ("arbor", "openai", "litellm", "langchain-core")
-        },
+        "versions": {d: _version(d) for d in ("arbor", "openai", "litellm", "langchain-core")},
         "settings": {
             "items": n,
             "rpm": rpm,

@@ -238,7 +238,7 @@ def arbor_server(upstream: str, work: Path, profile: Path | None = None) -> Iter
         "ARBOR_LOG_LEVEL": "warning",
     }
     prof = ["-m", "cProfile", "-o", str(profile.resolve())] if profile else []
-    cmd = [sys.executable, *prof, "-m", "arbor.service.cli", "serve"]
+    cmd = [sys.executable, *prof, "-m", "arbor.cli", "serve"]
     ready = f"http://127.0.0.1:{port}/healthz"
     # uvicorn re-raises SIGTERM after its graceful shutdown, which kills the process before
     # cProfile writes its stats; SIGINT ends it with KeyboardInterrupt, which cProfile survives.

@@ -17,9 +17,24 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_batch.py"
 def test_bench_batch_quick_run_writes_the_interface_shape(tmp_path: Path) -> None:
     out = tmp_path / "batch.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--items", "60", "--rpm", "1800",
-         "--create-items", "2000", "--run-items", "300", "--only", "arbor",
-         "openai_sdk_semaphore", "--out", str(out)],
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--items",
+            "60",
+            "--rpm",
+            "1800",
+            "--create-items",
+            "2000",
+            "--run-items",
+            "300",
+            "--only",
+            "arbor",
+            "openai_sdk_semaphore",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -26,9 +26,9 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from typer.main import get_command
 
+from arbor.cli.main import app as cli_app
 from arbor.core.config import Settings, load_settings
 from arbor.service.app import create_app
-from arbor.service.cli.main import app as cli_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -19,8 +19,15 @@ def test_record_usage_splits_the_model_and_copies_the_context() -> None:
     usage = Usage(input_tokens=12, output_tokens=5, cached_input_tokens=4, estimated=True)
     ctx = CallContext(key_id="key_1", agent_id="agt_1", run_id="run_1", batch_id="bat_1")
     record_usage(
-        sink, "openai:gpt-4o", ctx, usage, cost=0.25, latency_ms=8.5, status="ok",
-        cached=True, response_id="resp_1",
+        sink,
+        "openai:gpt-4o",
+        ctx,
+        usage,
+        cost=0.25,
+        latency_ms=8.5,
+        status="ok",
+        cached=True,
+        response_id="resp_1",
     )
     [row] = sink.records
     assert (row.provider, row.model) == ("openai", "gpt-4o")
@@ -28,6 +35,8 @@ def test_record_usage_splits_the_model_and_copies_the_context() -> None:
     assert (row.cost_usd, row.latency_ms, row.status) == (0.25, 8.5, "ok")
     assert row.cached and row.estimated and row.request_id == "resp_1"
     assert (row.key_id, row.agent_id, row.run_id, row.batch_id) == (
-        "key_1", "agt_1", "run_1", "bat_1",
+        "key_1",
+        "agt_1",
+        "run_1",
+        "bat_1",
     )
-

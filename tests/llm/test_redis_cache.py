@@ -41,9 +41,7 @@ def prefix() -> str:
     return f"arbor-test:{uuid.uuid4().hex[:12]}"
 
 
-async def test_a_reply_cached_by_one_process_is_a_hit_in_another(
-    redis: Redis, prefix: str
-) -> None:
+async def test_a_reply_cached_by_one_process_is_a_hit_in_another(redis: Redis, prefix: str) -> None:
     clock = FakeClock(wall=time.time())
     writer = ResponseCache(
         [MemoryTier(10, clock)],

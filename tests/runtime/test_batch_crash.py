@@ -30,7 +30,7 @@ def _arbor(args: list[str], home: Path, url: str) -> subprocess.Popen[str]:
         "ARBOR_LOG_LEVEL": "warning",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "arbor.service.cli", "batch", *args],
+        [sys.executable, "-m", "arbor.cli", "batch", *args],
         env=env,
         cwd=home,
         stdout=subprocess.PIPE,
@@ -73,8 +73,19 @@ def test_kill_9_at_20_50_80_percent_then_resume(tmp_path: Path) -> None:
     db = home / "arbor.db"
     in_flight = []
     with spawn_mock_upstream(latency_ms=40) as url:
-        run = ["run", str(data), "--template", "Q: {{ q }}", "--model", "mock:mock-1",
-               "--concurrency", "4", "--lease-seconds", "1", "--no-progress"]
+        run = [
+            "run",
+            str(data),
+            "--template",
+            "Q: {{ q }}",
+            "--model",
+            "mock:mock-1",
+            "--concurrency",
+            "4",
+            "--lease-seconds",
+            "1",
+            "--no-progress",
+        ]
         proc = _arbor(run, home, url)
         in_flight.append(_kill_at(proc, db, 0.2))
         conn = sqlite3.connect(db)

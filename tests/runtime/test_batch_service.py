@@ -47,9 +47,7 @@ async def test_agent_batch_runs_the_stored_agent_per_row(
     await AgentRepository(db).create(
         "translator", {"name": "translator", "instructions": "Translate to {{ lang }}."}
     )
-    model = FunctionModel(
-        lambda r: f"[{r.messages[0].content}] {r.messages[-1].content}".upper()
-    )
+    model = FunctionModel(lambda r: f"[{r.messages[0].content}] {r.messages[-1].content}".upper())
     service = make_service({"test:f": model})
     rows = [{"prompt": "hello", "lang": "fr"}, {"prompt": "bye", "lang": "de"}]
     spec = BatchSpec(kind="agent", agent="translator", model="test:f")
@@ -72,9 +70,7 @@ def _doubling(model: str | None) -> Workflow[Doubled]:
     wf = Workflow("doubling", Doubled)
 
     async def ask(state: Doubled, ctx: NodeContext) -> dict[str, str]:
-        reply = await ctx.complete(
-            ChatRequest(model="test:f", messages=[Message.user(state.text)])
-        )
+        reply = await ctx.complete(ChatRequest(model="test:f", messages=[Message.user(state.text)]))
         return {"answer": reply.text * 2}
 
     wf.add_node("ask", ask)
@@ -83,9 +79,7 @@ def _doubling(model: str | None) -> Workflow[Doubled]:
     return wf
 
 
-async def test_workflow_batch_runs_one_durable_run_per_row(
-    db: Database, tmp_path: Path
-) -> None:
+async def test_workflow_batch_runs_one_durable_run_per_row(db: Database, tmp_path: Path) -> None:
     from _batch_helpers import settings_for
 
     def resolve(name: str, model: str | None) -> Workflow[Any]:
@@ -130,8 +124,9 @@ async def test_identical_prompts_are_answered_from_the_cache(
     model = FunctionModel(lambda r: "same")
     service = make_service({"test:f": model}, llm={"cache": {"enabled": True, "disk": False}})
     rows = [{"q": "same question"}] * 5
-    spec = BatchSpec(kind="template", template="{{ q }}", model="test:f",
-                     options={"concurrency": 1})
+    spec = BatchSpec(
+        kind="template", template="{{ q }}", model="test:f", options={"concurrency": 1}
+    )
     batch = await service.create(write_jsonl(tmp_path / "d.jsonl", rows), spec)
     await service.run(batch.id)
     assert len(model.calls) == 1
@@ -142,7 +137,7 @@ async def test_identical_prompts_are_answered_from_the_cache(
 async def test_export_round_trips_as_jsonl_and_csv(
     make_service: MakeService, tmp_path: Path
 ) -> None:
-    service = make_service({"test:f": FunctionModel(lambda r: "out, with \"quotes\"")})
+    service = make_service({"test:f": FunctionModel(lambda r: 'out, with "quotes"')})
     path = tmp_path / "d.jsonl"
     path.write_text('{"q": "a"}\n{broken\n{"q": "c", "n": [1, 2]}\n')
     spec = BatchSpec(kind="template", template="{{ q }}", model="test:f")
@@ -152,7 +147,9 @@ async def test_export_round_trips_as_jsonl_and_csv(
     assert await service.export(batch.id, out, "jsonl") == 3
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(r["item"], r["status"]) for r in lines] == [
-        (0, "succeeded"), (1, "failed"), (2, "succeeded"),
+        (0, "succeeded"),
+        (1, "failed"),
+        (2, "succeeded"),
     ]
     assert lines[2]["input"] == {"q": "c", "n": [1, 2]}
     assert lines[0]["output"] == 'out, with "quotes"' and lines[0]["error"] is None

@@ -64,7 +64,7 @@ def _free_port() -> int:
 
 def _serve(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "arbor.service.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "arbor.cli", "serve", "--port", str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import ray
 
-from arbor.agents.workflow.builtin import get_workflow
 from arbor.agents.workflow.graph import Workflow
+from arbor.agents.workflow.registry import WorkflowRegistry
 from arbor.core.config import Settings
 from arbor.core.errors import ConfigError, NotFoundError
 from arbor.runtime import BatchService
@@ -185,7 +185,7 @@ def test_the_cli_runs_a_batch_with_the_ray_executor(tmp_path: Path) -> None:
             "ARBOR_LOG_LEVEL": "warning",
             "RAY_ADDRESS": "local",  # never a cluster someone else started on this machine
         }
-        cmd = [sys.executable, "-m", "arbor.service.cli", "batch", "run", str(data)]
+        cmd = [sys.executable, "-m", "arbor.cli", "batch", "run", str(data)]
         cmd += ["--template", "Q {{ q }}", "--model", "mock:mock-1", "--executor", "ray"]
         done = subprocess.run(
             cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
@@ -237,7 +237,7 @@ class _BoundResolver:
     def workflow(self, name: str, model: str | None) -> Workflow[Any]:
         if name != "portable":
             raise NotFoundError(f"no workflow named {name!r}")
-        return get_workflow("review-loop", model)
+        return WorkflowRegistry().get("review-loop", model)
 
 
 async def test_a_resolver_that_cannot_travel_sends_the_built_workflow(tmp_path: Path) -> None:

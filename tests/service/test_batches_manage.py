@@ -18,7 +18,7 @@ from test_batches_api import wait_done
 from arbor.core.config import Settings, load_settings
 from arbor.llm.model import Model
 from arbor.llm.types import ChatRequest
-from arbor.service import batches as batches_module
+from arbor.runtime import batch_manager as batches_module
 from arbor.service.context import ServiceContext, open_context
 from arbor.store import UsageRepository
 from arbor.store.batches import NewItem

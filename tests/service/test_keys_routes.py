@@ -58,9 +58,7 @@ async def test_list_is_newest_first_and_filters_by_status(http: httpx.AsyncClien
 async def test_update_sets_and_clears_fields(http: httpx.AsyncClient) -> None:
     key = (await http.post("/v1/keys", json={"name": "k", "rpm": 5, "expires_in": 60})).json()
     assert key["expires_at"] is not None
-    r = await http.patch(
-        f"/v1/keys/{key['id']}", json={"name": "renamed", "rpm": None, "tpm": 99}
-    )
+    r = await http.patch(f"/v1/keys/{key['id']}", json={"name": "renamed", "rpm": None, "tpm": 99})
     body = r.json()
     assert (body["name"], body["rpm"], body["tpm"]) == ("renamed", None, 99)
     body = (await http.patch(f"/v1/keys/{key['id']}", json={"expires_at": None})).json()

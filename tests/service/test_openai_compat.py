@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from arbor.service.errors import InvalidRequestError
+from arbor.core.errors import InvalidRequestError
 from arbor.service.openai_compat import (
     REDIRECT_FIELDS,
     ChatCompletionRequest,

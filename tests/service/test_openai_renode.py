@@ -1,5 +1,5 @@
 """``workflow:renode`` on the OpenAI-compatible endpoint: a chat message naming a device and
-peripheral streams the agents' progress and answers with the C# model (the app catalogue's
+peripheral streams the agents' progress and answers with the C# model (the installed
 factory, on a function model standing in for planner, coder and reviewer)."""
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import pytest
 from _openai import async_sdk
 from fastapi import FastAPI
 
-from arbor.apps.catalogue import app_workflows
 from arbor.llm.model import Model
 from arbor.llm.types import ChatRequest
+from arbor.runtime.runs import RunManager
 from arbor.service.context import ServiceContext
-from arbor.service.runs import RunManager
 from arbor.testing import FunctionModel
 
 ASK = "generate a Renode model for USART1 of STM32F103xx"
@@ -75,9 +74,7 @@ async def sdk(
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     if service_ctx.runs is not None:
         await service_ctx.runs.aclose()
-    service_ctx.runs = RunManager(
-        service_ctx.checkpoints, service_ctx.client, workflows=app_workflows()
-    )
+    service_ctx.runs = RunManager(service_ctx.checkpoints, service_ctx.client)
     async with async_sdk(app, admin_key) as client:
         yield client
 

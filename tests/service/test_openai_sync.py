@@ -206,9 +206,7 @@ def test_sync_errors(live: LiveServer, sdk: openai.OpenAI) -> None:
 
 
 async def test_async_sdk_over_the_socket(live: LiveServer) -> None:
-    async with openai.AsyncOpenAI(
-        api_key=live.key, base_url=live.base_url, max_retries=0
-    ) as sdk:
+    async with openai.AsyncOpenAI(api_key=live.key, base_url=live.base_url, max_retries=0) as sdk:
         plain = await sdk.chat.completions.create(model=MODEL, messages=HELLO)
         stream = await sdk.chat.completions.create(model=MODEL, messages=HELLO, stream=True)
         text = "".join([c.choices[0].delta.content or "" async for c in stream])

@@ -18,9 +18,9 @@ from pydantic import BaseModel
 from arbor.agents.workflow import END, NodeContext, RunEvent, Workflow
 from arbor.agents.workflow.builtin import review_loop
 from arbor.llm.model import Model
+from arbor.runtime.runs import RunManager
 from arbor.service.context import ServiceContext
 from arbor.service.routes import openai as openai_routes
-from arbor.service.runs import RunManager
 from arbor.store.agents import AgentRepository
 from arbor.testing import FunctionModel, ScriptedModel
 

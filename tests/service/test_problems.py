@@ -9,7 +9,9 @@ from arbor.core.errors import (
     BudgetExceededError,
     CircuitOpenError,
     ConfigError,
+    ConflictError,
     ContextTooLongError,
+    InvalidRequestError,
     LLMTimeoutError,
     NotFoundError,
     ProviderConnectionError,
@@ -20,13 +22,7 @@ from arbor.core.errors import (
 )
 from arbor.core.logging import Redactor
 from arbor.llm._redis_limiter import LimiterUnavailableError
-from arbor.service.errors import (
-    ConflictError,
-    ForbiddenError,
-    InvalidRequestError,
-    PayloadTooLargeError,
-    RequestRateLimitedError,
-)
+from arbor.service.errors import ForbiddenError, PayloadTooLargeError, RequestRateLimitedError
 from arbor.service.problems import Problem, problem_for, render_problem
 from arbor.store import AgentExistsError
 
@@ -97,9 +93,7 @@ def test_problem_json_and_openai_shapes() -> None:
         "detail": "messages must not be empty",
         "request_id": "req_9",
     }
-    status, headers, body = render_problem(
-        problem, request_id="req_9", path="/v1/chat/completions"
-    )
+    status, headers, body = render_problem(problem, request_id="req_9", path="/v1/chat/completions")
     assert (b"content-type", b"application/json") in headers
     assert orjson.loads(body) == {
         "error": {

@@ -18,9 +18,9 @@ from _workflows import gate, review_reply, slow
 from fastapi import FastAPI
 
 from arbor.llm.model import Model
+from arbor.runtime.runs import OPTIONS_EVENT, RunManager
 from arbor.service.context import ServiceContext
 from arbor.service.routes.runs import _nodes
-from arbor.service.runs import OPTIONS_EVENT, RunManager
 from arbor.store import EventRecord, RunRecord, RunRepository
 from arbor.testing import FunctionModel
 
@@ -399,14 +399,28 @@ def test_node_summaries_carry_each_nodes_latest_event_time() -> None:
     steps = [("node_started", "write"), ("node_started", "review"), ("node_finished", "write")]
     events = [
         EventRecord(
-            id=f"evt_{i}", run_id="run_1", seq=i, type=t, node=n, data={},
+            id=f"evt_{i}",
+            run_id="run_1",
+            seq=i,
+            type=t,
+            node=n,
+            data={},
             created_at=t0 + timedelta(seconds=i),
         )
         for i, (t, n) in enumerate(steps, 1)
     ]
     run = RunRecord(
-        id="run_1", workflow="review", status="failed", input={}, output=None, error="boom",
-        current_node="review", parent_id=None, thread_id=None, created_at=t0, updated_at=t0,
+        id="run_1",
+        workflow="review",
+        status="failed",
+        input={},
+        output=None,
+        error="boom",
+        current_node="review",
+        parent_id=None,
+        thread_id=None,
+        created_at=t0,
+        updated_at=t0,
         finished_at=t0,
     )
     assert [(n.name, n.status, n.visits, n.last_event_at) for n in _nodes(events, run)] == [

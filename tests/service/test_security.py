@@ -334,8 +334,6 @@ async def test_concurrent_bad_keys_do_not_starve_good_ones(
 ) -> None:
     bad = make_http(Authorization="Bearer arb_" + "x" * 60)
     good = make_http(admin_key)
-    results = await asyncio.gather(
-        *(bad.get("/v1/keys") for _ in range(30)), good.get("/v1/keys")
-    )
+    results = await asyncio.gather(*(bad.get("/v1/keys") for _ in range(30)), good.get("/v1/keys"))
     assert [r.status_code for r in results[:-1]] == [401] * 30
     assert results[-1].status_code == 200

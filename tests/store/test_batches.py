@@ -33,10 +33,14 @@ async def repo(request: pytest.FixtureRequest, db: Database) -> AsyncIterator[Ba
 
 
 async def test_create_stores_items_and_malformed_rows_as_failed(repo: BatchRepository) -> None:
-    batch = await repo.create(name="b", kind="template", spec={"template": "{{q}}"},
-                              items=iter(_rows(5, frozenset({3}))))
+    batch = await repo.create(
+        name="b", kind="template", spec={"template": "{{q}}"}, items=iter(_rows(5, frozenset({3})))
+    )
     assert (batch.status, batch.total, batch.failed, batch.spec) == (
-        "pending", 5, 1, {"template": "{{q}}"},
+        "pending",
+        5,
+        1,
+        {"template": "{{q}}"},
     )
     items = await repo.items(batch.id)
     assert [i.status for i in items] == ["pending"] * 3 + ["failed", "pending"]
@@ -55,8 +59,14 @@ async def test_claim_leases_in_order_and_only_the_holder_writes(repo: BatchRepos
     assert await repo.claim(batch.id, "c", 10, 30) == []
     assert not await repo.complete(batch.id, 0, "b", status="succeeded", output="x")
     assert await repo.complete(
-        batch.id, 0, "a", status="succeeded", output={"text": "x"}, input_tokens=3,
-        output_tokens=4, cost_usd=0.5,
+        batch.id,
+        0,
+        "a",
+        status="succeeded",
+        output={"text": "x"},
+        input_tokens=3,
+        output_tokens=4,
+        cost_usd=0.5,
     )
     # A second result for the same item is refused: exactly one result per item.
     assert not await repo.complete(batch.id, 0, "a", status="failed", error="again")
@@ -89,7 +99,8 @@ async def test_release_returns_items_to_pending(repo: BatchRepository) -> None:
     assert await repo.release(batch.id, 1, "a", error="http: 500", uncount=False)
     items = await repo.items(batch.id)
     assert [(i.status, i.attempts, i.error) for i in items] == [
-        ("pending", 0, None), ("pending", 1, "http: 500"),
+        ("pending", 0, None),
+        ("pending", 1, "http: 500"),
     ]
     assert await repo.set_run_id(batch.id, 0, "a", "run_x") is False  # not held any more
 

@@ -20,6 +20,8 @@ fields, never only inside the message. SDK exceptions are translated at the adap
     ├── ToolError                    a tool raised or got invalid arguments
     ├── WorkflowError                a workflow run failed (carries run_id)
     ├── AuthError                    missing/invalid credentials or scope
+    ├── InvalidRequestError          well-formed but not acceptable input (names the field)
+    ├── ConflictError                the operation clashes with the current state
     └── NotFoundError                a stored object does not exist
 """
 
@@ -31,7 +33,9 @@ __all__ = [
     "BudgetExceededError",
     "CircuitOpenError",
     "ConfigError",
+    "ConflictError",
     "ContextTooLongError",
+    "InvalidRequestError",
     "LLMTimeoutError",
     "NotFoundError",
     "ProviderConnectionError",
@@ -168,6 +172,19 @@ class WorkflowError(ArborError):
 
 class AuthError(ArborError):
     kind = "auth"
+
+
+class InvalidRequestError(ArborError):
+    kind = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        #: The offending request field, when there is one.
+        self.param = param
+
+
+class ConflictError(ArborError):
+    kind = "conflict"
 
 
 class NotFoundError(ArborError):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import time
 
-__all__ = ["new_id"]
+__all__ = ["new_id", "new_owner"]
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -24,3 +26,9 @@ def new_id(prefix: str = "") -> str:
         int.from_bytes(os.urandom(9), "big"), 13
     )
     return f"{prefix}_{body}" if prefix else body
+
+
+def new_owner() -> str:
+    """A lease owner id that says where its holder runs and is unique to it: host, pid and
+    a random tag (two managers in one process hold different leases)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

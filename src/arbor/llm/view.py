@@ -15,7 +15,7 @@ from typing import Any
 from arbor.llm.client import LLMClient
 from arbor.llm.types import ChatRequest, ChatResponse, Message, StreamChunk, Usage
 
-__all__ = ["ClientView"]
+__all__ = ["ClientView", "KeyedClient", "for_key"]
 
 
 class ClientView(LLMClient):
@@ -72,3 +72,20 @@ class ClientView(LLMClient):
             return req
         context = req.context.model_copy(update=missing)
         return req.model_copy(update={"context": context})
+
+
+class KeyedClient(ClientView):
+    """``base`` with ``key_id`` stamped on each request, so a run or batch started by an API
+    key stays under that key's rpm/tpm limits and budget; closing it leaves ``base`` open."""
+
+    def __init__(self, base: LLMClient, key_id: str) -> None:
+        super().__init__(base, key_id=key_id)
+        self.key_id = key_id
+
+
+def for_key(client: LLMClient, key_id: str | None) -> LLMClient:
+    """``client`` itself without a key, else a :class:`KeyedClient` view of it."""
+    if key_id is None:
+        return client
+    base = client.base if isinstance(client, KeyedClient) else client
+    return KeyedClient(base, key_id)

@@ -29,9 +29,7 @@ __all__ = ["MAX_BATCH_PROMPTS", "abilities"]
 MAX_BATCH_PROMPTS = 50
 
 
-def abilities(
-    client: LLMClient, *, model: str | None = None, concurrency: int = 8
-) -> list[Tool]:
+def abilities(client: LLMClient, *, model: str | None = None, concurrency: int = 8) -> list[Tool]:
     """Echo, QueryLLM and BatchQuery over ``client``; ``model`` defaults to the client's
     default model, ``concurrency`` bounds BatchQuery's calls in flight."""
     if concurrency < 1:

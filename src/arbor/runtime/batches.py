@@ -25,8 +25,8 @@ from typing import Any, Literal, TextIO
 
 from arbor.agents.definitions import AgentDefinition
 from arbor.agents.tools import Tool
-from arbor.agents.workflow.builtin import get_workflow
 from arbor.agents.workflow.graph import Workflow
+from arbor.agents.workflow.registry import WorkflowRegistry
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.core.clock import SystemClock
 from arbor.core.config import ModelLimits, Settings
@@ -70,7 +70,7 @@ class BatchConflictError(ArborError):
 
 class BatchService:
     """Batches over one database; ``models`` serves model ids with given doubles (tests),
-    ``workflows`` resolves workflow names (default: the built-in catalogue), ``tools`` is
+    ``workflows`` resolves workflow names (default: the installed ``arbor.workflows``), ``tools`` is
     the toolbox stored agents pick their tools from."""
 
     def __init__(
@@ -86,7 +86,7 @@ class BatchService:
         self.settings = settings
         self.repo = BatchRepository(db)
         self.models = dict(models or {})
-        self.workflows: WorkflowResolver = workflows or get_workflow
+        self.workflows: WorkflowResolver = workflows or WorkflowRegistry()
         self.tools = dict(tools or {})
         self.checkpoints = SQLCheckpointStore(db)
 
@@ -287,9 +287,7 @@ def _with_batch_limits(settings: Settings, spec: BatchSpec) -> Settings:
     configured = next(
         (table[k] for k in (model, f"{provider}:*", "*") if k in table), ModelLimits()
     )
-    limits = ModelLimits(
-        rpm=_stricter(o.rpm, configured.rpm), tpm=_stricter(o.tpm, configured.tpm)
-    )
+    limits = ModelLimits(rpm=_stricter(o.rpm, configured.rpm), tpm=_stricter(o.tpm, configured.tpm))
     llm = settings.llm.model_copy(update={"limits": {**table, model: limits}})
     return settings.model_copy(update={"llm": llm})
 

@@ -25,8 +25,6 @@ lease expired each time): it fails instead of being tried forever.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +33,7 @@ from typing import Literal
 import structlog
 
 from arbor.core.errors import ArborError, BudgetExceededError, CircuitOpenError, ProviderError
-from arbor.core.ids import new_id
+from arbor.core.ids import new_owner
 from arbor.core.logging import Redactor
 from arbor.llm.client import LLMClient
 from arbor.runtime.items import ItemError, ItemOutcome, ItemRunner, MeteredClient
@@ -48,7 +46,7 @@ from arbor.store.batches import (
     ClaimedItem,
 )
 
-__all__ = ["LiveProgress", "LocalExecutor", "StopReason", "budget_scope", "new_owner"]
+__all__ = ["LiveProgress", "LocalExecutor", "StopReason", "budget_scope"]
 
 log = structlog.get_logger("arbor.runtime")
 
@@ -66,11 +64,6 @@ _REDACTOR = Redactor()
 def budget_scope(batch_id: str) -> str:
     """The LLM budget scope of a batch (the LLM layer charges ``batch:<id>``)."""
     return f"batch:{batch_id}"
-
-
-def new_owner() -> str:
-    """A lease owner name that says where the executor runs: host, pid and a nonce."""
-    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
 
 
 @dataclass(slots=True)
@@ -253,9 +246,7 @@ class LocalExecutor:
             await self._succeed(claimed, metered.outcome(output))
             return
 
-    async def _retry_or_fail(
-        self, claimed: ClaimedItem, reason: str, outcome: ItemOutcome
-    ) -> None:
+    async def _retry_or_fail(self, claimed: ClaimedItem, reason: str, outcome: ItemOutcome) -> None:
         """Back to pending for another claim, or failed once it had ``max_attempts``."""
         if claimed.attempts < self.options.max_attempts:
             self.progress.retried += 1

@@ -36,12 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from arbor.agents.workflow.builtin import get_workflow
 from arbor.agents.workflow.graph import Workflow
+from arbor.agents.workflow.registry import WorkflowRegistry
 from arbor.core.config import Settings
 from arbor.core.errors import ConfigError
+from arbor.core.ids import new_owner
 from arbor.llm.view import ClientView
-from arbor.runtime.executor import LiveProgress, StopReason, new_owner
+from arbor.runtime.executor import LiveProgress, StopReason
 from arbor.runtime.spec import BatchSpec
 from arbor.store.batches import BATCH_ACTIVE, BATCH_RUNNABLE, BatchRecord, BatchRepository
 
@@ -312,7 +313,7 @@ class RayExecutor:
 async def executor_factory(
     service: BatchService, batch_id: str, client: LLMClient, owner: str
 ) -> RayExecutor:
-    """The service's executor seam (:func:`arbor.service.batches.executor_for`): a Ray
+    """The service's executor seam (:func:`arbor.runtime.batch_manager.executor_for`): a Ray
     driver for the batch. The actors build their own clients, so ``client`` and ``owner``
     (the server's) are not used by them."""
     del client, owner
@@ -324,7 +325,7 @@ async def executor_factory(
             built = service.workflows(spec.target, spec.model)
             workflows = _portable(OneWorkflow(spec.target, built))
         if workflows is None:
-            log.warning("batch.ray_not_portable", what="workflows", using="built-in")
+            log.warning("batch.ray_not_portable", what="workflows", using="installed")
     return RayExecutor(
         service.settings,
         service.repo,
@@ -337,7 +338,7 @@ async def executor_factory(
 
 class OneWorkflow:
     """A workflow resolver the actors can receive: ``name`` is the workflow the driver
-    built, any other name a built-in one."""
+    built, any other name an installed one."""
 
     def __init__(self, name: str, workflow: Workflow[Any]) -> None:
         self.name, self.workflow = name, workflow
@@ -345,12 +346,12 @@ class OneWorkflow:
     def __call__(self, name: str, model: str | None) -> Workflow[Any]:
         if name == self.name:
             return self.workflow
-        return get_workflow(name, model)
+        return WorkflowRegistry().get(name, model)
 
 
 def _portable(value: Any) -> Any:
     """``value`` when it can travel to the actors (pickled), else None: the actors then
-    use the built-in workflows, the configured models and no tools."""
+    use the installed workflows, the configured models and no tools."""
     if value is None:
         return None
     ray = require_ray()

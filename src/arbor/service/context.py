@@ -19,6 +19,7 @@ import structlog
 
 from arbor.agents.workflow._redis_hub import RedisEventHub
 from arbor.agents.workflow.events import EventHub
+from arbor.agents.workflow.registry import WorkflowFactory, WorkflowRegistry
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.core.config import Settings
 from arbor.core.errors import ConfigError
@@ -28,10 +29,10 @@ from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
 from arbor.llm.redis_backends import build_client, connect_redis, key_sharing
 from arbor.llm.usage import StoreUsageSink
+from arbor.runtime.batch_manager import BatchManager
+from arbor.runtime.runs import RunManager
 from arbor.service.auth import Authenticator
-from arbor.service.batches import BatchManager
 from arbor.service.http_metrics import HTTPMetrics
-from arbor.service.runs import RunManager, WorkflowFactory
 from arbor.store import Database, KeyRepository, UsageRepository, migrate
 
 __all__ = ["ServiceContext", "open_context"]
@@ -84,10 +85,11 @@ async def open_context(
     settings: Settings,
     *,
     models: Mapping[str, Model] | None = None,
-    workflows: Mapping[str, WorkflowFactory] | None = None,
+    workflows: WorkflowRegistry | Mapping[str, WorkflowFactory] | None = None,
 ) -> ServiceContext:
-    """Open the service's parts from ``settings``; ``workflows`` adds workflows the run
-    manager serves besides the built-ins; ``models`` serves model ids with given
+    """Open the service's parts from ``settings``; ``workflows`` is the registry runs and
+    batches start workflows from (default: every installed ``arbor.workflows`` entry point;
+    a mapping adds factories to those); ``models`` serves model ids with given
     :class:`Model` objects (tests pass ScriptedModel/FunctionModel doubles)."""
     db = Database.from_settings(settings)
     client: LLMClient | None = None
@@ -126,7 +128,7 @@ async def open_context(
         sweep_seconds=settings.service.run_sweep_seconds,
     )
     try:  # refuses an executor this build does not have
-        batches = BatchManager(db, settings, models=models, workflows=runs.workflow)
+        batches = BatchManager(db, settings, models=models, workflows=runs.workflows)
     except BaseException:
         await client.aclose()
         await db.dispose()

@@ -4,8 +4,6 @@ so :mod:`arbor.service.problems` maps it to a status like the rest::
     ArborError
     ├── AuthError
     │   └── ForbiddenError           the key is valid but lacks the scope (403)
-    ├── InvalidRequestError          the request is well-formed but not acceptable (422)
-    ├── ConflictError                the request clashes with the current state (409)
     ├── PayloadTooLargeError         the body is over the configured limit (413)
     └── RequestRateLimitedError      the key's requests/min are used up (429 + Retry-After)
 """
@@ -15,9 +13,7 @@ from __future__ import annotations
 from arbor.core.errors import ArborError, AuthError
 
 __all__ = [
-    "ConflictError",
     "ForbiddenError",
-    "InvalidRequestError",
     "PayloadTooLargeError",
     "RequestRateLimitedError",
 ]
@@ -25,19 +21,6 @@ __all__ = [
 
 class ForbiddenError(AuthError):
     kind = "forbidden"
-
-
-class InvalidRequestError(ArborError):
-    kind = "invalid_request"
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        #: The offending request field, when there is one.
-        self.param = param
-
-
-class ConflictError(ArborError):
-    kind = "conflict"
 
 
 class PayloadTooLargeError(ArborError):

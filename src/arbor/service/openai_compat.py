@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from arbor.core.errors import InvalidRequestError
 from arbor.llm.types import (
     CallContext,
     ChatRequest,
@@ -32,7 +33,6 @@ from arbor.llm.types import (
     ToolCall,
     ToolSpec,
 )
-from arbor.service.errors import InvalidRequestError
 
 __all__ = [
     "REDIRECT_FIELDS",
@@ -197,8 +197,10 @@ def to_messages(messages: list[ChatMessageIn]) -> list[Message]:
     out: list[Message] = []
     for i, m in enumerate(messages):
         calls = (
-            [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
-             for c in m.tool_calls]
+            [
+                ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+                for c in m.tool_calls
+            ]
             if m.tool_calls
             else None
         )

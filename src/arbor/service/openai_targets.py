@@ -32,11 +32,10 @@ from arbor.agents.agent import Agent, AgentError, InstructionsError, RunFinished
 from arbor.agents.definitions import AgentDefinition, RoleAgent, Supervisor
 from arbor.agents.memory import Memory
 from arbor.agents.workflow.checkpoints import RunEvent
-from arbor.core.errors import NotFoundError, WorkflowError
+from arbor.core.errors import InvalidRequestError, NotFoundError, WorkflowError
 from arbor.core.ids import new_id
 from arbor.llm.types import CallContext, ChatResponse, Message, StreamChunk, Usage
 from arbor.service.context import ServiceContext
-from arbor.service.errors import InvalidRequestError
 from arbor.store import RunRecord
 from arbor.store.agents import AgentRepository
 

@@ -105,8 +105,12 @@ class ChunkEncoder:
     def __init__(self, rid: str, model: str, created: int, *, include_usage: bool) -> None:
         self.rid, self.model, self.created = rid, model, created
         self._head = (
-            b'data: {"id":' + dumps(rid) + b',"object":"chat.completion.chunk","created":'
-            + str(created).encode() + b',"model":' + dumps(model)
+            b'data: {"id":'
+            + dumps(rid)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(created).encode()
+            + b',"model":'
+            + dumps(model)
             + b',"system_fingerprint":null,"choices":[{"index":0,"delta":'
         )
         self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
@@ -128,7 +132,11 @@ class ChunkEncoder:
             delta["tool_calls"] = _tool_deltas(tool_calls)
         finish = b"null" if finish_reason is None else dumps(finish_reason)
         return (
-            self._head + dumps(delta) + b',"logprobs":null,"finish_reason":' + finish + b"}]"
+            self._head
+            + dumps(delta)
+            + b',"logprobs":null,"finish_reason":'
+            + finish
+            + b"}]"
             + self._tail
         )
 

@@ -45,7 +45,9 @@ from arbor.core.errors import (
     BudgetExceededError,
     CircuitOpenError,
     ConfigError,
+    ConflictError,
     ContextTooLongError,
+    InvalidRequestError,
     LLMTimeoutError,
     NotFoundError,
     ProviderError,
@@ -54,13 +56,7 @@ from arbor.core.errors import (
     WorkflowError,
 )
 from arbor.core.logging import Redactor
-from arbor.service.errors import (
-    ConflictError,
-    ForbiddenError,
-    InvalidRequestError,
-    PayloadTooLargeError,
-    RequestRateLimitedError,
-)
+from arbor.service.errors import ForbiddenError, PayloadTooLargeError, RequestRateLimitedError
 
 __all__ = [
     "OPENAI_ERROR_RESPONSES",

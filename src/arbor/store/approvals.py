@@ -53,9 +53,7 @@ class ApprovalRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def request(
-        self, run_id: str, node: str, *, visit: int | None = None
-    ) -> ApprovalRecord:
+    async def request(self, run_id: str, node: str, *, visit: int | None = None) -> ApprovalRecord:
         """A pending approval for ``node`` (its ``visit``-th pass); the run becomes
         ``waiting_approval``."""
         if "#" in node:

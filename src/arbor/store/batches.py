@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arbor.core.errors import NotFoundError
@@ -130,15 +130,49 @@ class BatchRepository:
             return _batch_record(row, live)
 
     async def list(
-        self, *, status: BatchStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: BatchStatus | None = None,
+        limit: int = 100,
+        before: tuple[datetime, str] | None = None,
     ) -> builtins.list[BatchRecord]:
-        """Batches newest first."""
+        """Batches newest first; ``before`` (a batch's ``created_at`` and id) pages on from
+        that batch (keyset pagination: stable while batches are being created)."""
         query = select(BatchRow).order_by(BatchRow.created_at.desc(), BatchRow.id.desc())
         if status is not None:
             query = query.where(BatchRow.status == status)
+        if before is not None:
+            created_at, last_id = before
+            query = query.where(
+                or_(
+                    BatchRow.created_at < created_at,
+                    and_(BatchRow.created_at == created_at, BatchRow.id < last_id),
+                )
+            )
         async with self._db.session() as s:
             rows = (await s.scalars(query.limit(limit))).all()
         return [_batch_record(r, None) for r in rows]
+
+    async def ids_in(self, statuses: Sequence[BatchStatus]) -> builtins.list[str]:
+        """Ids of the batches in any of ``statuses``, oldest first, read in one query (a
+        batch moving between two of them is never missed)."""
+        query = (
+            select(BatchRow.id)
+            .where(BatchRow.status.in_(statuses))
+            .order_by(BatchRow.created_at, BatchRow.id)
+        )
+        async with self._db.session() as s:
+            return builtins.list((await s.scalars(query)).all())
+
+    async def finished_since(self, batch_id: str, since: datetime) -> int:
+        """How many of the batch's items succeeded or failed at or after ``since``."""
+        query = select(func.count()).where(
+            I.batch_id == batch_id,
+            I.status.in_(("succeeded", "failed")),
+            I.finished_at >= since,
+        )
+        async with self._db.session() as s:
+            return int((await s.scalar(query)) or 0)
 
     async def progress(self, batch_id: str) -> BatchProgress:
         async with self._db.session() as s:

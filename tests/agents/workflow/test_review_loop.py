@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 from arbor.agents.workflow import InMemoryCheckpointStore, WorkflowRunner
-from arbor.agents.workflow.builtin import get_workflow
+from arbor.agents.workflow.registry import WorkflowRegistry
 from arbor.core.config import Settings
 from arbor.llm.client import LLMClient
 from arbor.testing import ScriptedModel
@@ -31,7 +31,7 @@ async def test_review_loop_revises_until_approved() -> None:
     )
     client = LLMClient(Settings(llm={"cache": {"enabled": False}}), models={"test:a": model})
     runner = WorkflowRunner(
-        get_workflow("review-loop", "test:a"), InMemoryCheckpointStore(), client=client
+        WorkflowRegistry().get("review-loop", "test:a"), InMemoryCheckpointStore(), client=client
     )
     result = await runner.start({"task": "Write add(a, b) in Python."})
     await client.aclose()
@@ -47,7 +47,7 @@ async def test_review_loop_stops_at_the_iteration_cap() -> None:
     model = ScriptedModel(["v1", REVISE, "v2", REVISE])
     client = LLMClient(Settings(llm={"cache": {"enabled": False}}), models={"test:a": model})
     runner = WorkflowRunner(
-        get_workflow("review-loop", "test:a"), InMemoryCheckpointStore(), client=client
+        WorkflowRegistry().get("review-loop", "test:a"), InMemoryCheckpointStore(), client=client
     )
     result = await runner.start({"task": "t", "max_iterations": 2})
     await client.aclose()

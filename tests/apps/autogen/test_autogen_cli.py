@@ -25,11 +25,11 @@ from typer.testing import CliRunner, Result
 import arbor.autogen
 from arbor.apps.autogen import cache_root
 from arbor.apps.autogen.cache import _lineage
+from arbor.cli import autogen as autogen_cli
+from arbor.cli.main import app
 from arbor.core.config import Settings
 from arbor.llm.client import LLMClient
 from arbor.llm.types import ChatRequest
-from arbor.service.cli import autogen as autogen_cli
-from arbor.service.cli.main import app
 from arbor.testing import FunctionModel
 
 TEXT = '''

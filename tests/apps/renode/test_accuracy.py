@@ -38,10 +38,16 @@ def test_skeleton_is_fully_accurate(timer: tuple[RegisterMap, str]) -> None:
         ("STATUS = 0x4,", "STATUS = 0x8,", "STATUS: offset 0x8, expected 0x4"),
         ("CTRL.Define(this, 0x5,", "CTRL.Define(this, 0x6,", "CTRL: reset 0x6, expected 0x5"),
         ("(8, 8, FieldMode.Read, name", "(8, 7, FieldMode.Read, name", "CTRL.PRESC: bits (8, 7)"),
-        ("FieldMode.Read | FieldMode.WriteOneToClear", "FieldMode.Read | FieldMode.Write",
-         "STATUS.IRQ: bits (0, 1) modes ['Read', 'Write'], expected (0, 1) ['Read', 'Write"),
-        ('.WithFlag(1, FieldMode.Read | FieldMode.ReadToClear, name: "DONE")', "",
-         "STATUS.DONE: missing"),
+        (
+            "FieldMode.Read | FieldMode.WriteOneToClear",
+            "FieldMode.Read | FieldMode.Write",
+            "STATUS.IRQ: bits (0, 1) modes ['Read', 'Write'], expected (0, 1) ['Read', 'Write",
+        ),
+        (
+            '.WithFlag(1, FieldMode.Read | FieldMode.ReadToClear, name: "DONE")',
+            "",
+            "STATUS.DONE: missing",
+        ),
         ('name: "EN")', 'name: "ENABLE")', "CTRL.EN: missing"),
         ("ALT = 0x0,", "", "ALT (alias): no enum member at its offset"),
         ('name: "FLAGS")', "", "FLAGS: no Define chain"),
@@ -65,10 +71,16 @@ def test_each_damage_costs_its_items(
         ("Size => 0x800;", "Size => 0x100;", "size covers the map: Size 0x100 < 0x158"),
         ("public GPIO IRQ", "public GPIO Irq", "GPIO IRQ for TIMER0: property missing"),
         ("STATUS = 0x4,", "STATUS = 0x0,", "one Define per offset: CTRL and STATUS at 0x0"),
-        (".WithReservedBits(4, 4)", ".WithReservedBits(3, 5)",
-         "fields disjoint within 32 bits: CTRL: WithReservedBits(3, 5)"),
-        (".WithReservedBits(16, 16)", ".WithReservedBits(16, 17)",
-         "fields disjoint within 32 bits: CTRL: WithReservedBits(16, 17)"),
+        (
+            ".WithReservedBits(4, 4)",
+            ".WithReservedBits(3, 5)",
+            "fields disjoint within 32 bits: CTRL: WithReservedBits(3, 5)",
+        ),
+        (
+            ".WithReservedBits(16, 16)",
+            ".WithReservedBits(16, 17)",
+            "fields disjoint within 32 bits: CTRL: WithReservedBits(16, 17)",
+        ),
     ],
 )
 def test_conventions_fail_on_damage(

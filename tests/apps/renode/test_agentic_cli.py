@@ -13,10 +13,10 @@ import pytest
 from _agentic import APPROVE, PLAN, fenced, skeleton, with_behaviour
 from typer.testing import CliRunner
 
+from arbor.cli.main import app
 from arbor.core.config import Settings
 from arbor.llm import setup
 from arbor.llm.client import LLMClient
-from arbor.service.cli.main import app
 from arbor.testing.models import ScriptedModel, Step
 
 runner = CliRunner()

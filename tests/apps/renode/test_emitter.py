@@ -50,14 +50,26 @@ def test_small_svd_features(small_svd: Path) -> None:
 def _one_register_map(peripheral: str, reg_names: list[str]) -> RegisterMap:
     regs = tuple(
         Register(
-            name=n, offset=4 * i, width=32, reset_value=0, access=Access.READ_WRITE,
-            fields=(RegisterField(name='say "hi"', bit_offset=0, bit_width=1,
-                                  access=Access.READ_ONLY, modes=(FieldMode.READ,)),),
+            name=n,
+            offset=4 * i,
+            width=32,
+            reset_value=0,
+            access=Access.READ_WRITE,
+            fields=(
+                RegisterField(
+                    name='say "hi"',
+                    bit_offset=0,
+                    bit_width=1,
+                    access=Access.READ_ONLY,
+                    modes=(FieldMode.READ,),
+                ),
+            ),
         )
         for i, n in enumerate(reg_names)
     )
-    return RegisterMap(device="D", peripheral=peripheral, base_address=0, size=0x100,
-                       registers=regs)
+    return RegisterMap(
+        device="D", peripheral=peripheral, base_address=0, size=0x100, registers=regs
+    )
 
 
 def test_colliding_and_reserved_names_stay_distinct() -> None:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from arbor.apps.renode.pipeline import evaluate, generate
 from arbor.apps.renode.regmap import RenodeError
-from arbor.service.cli.main import app
+from arbor.cli.main import app
 
 pytestmark = pytest.mark.usefixtures("mcs")
 
@@ -25,7 +25,10 @@ def test_generate_writes_the_four_outputs(tmp_path: Path) -> None:
     out = tmp_path / "out" / "usart"
     report = generate(SVD_DIR / "STM32F103xx.svd", "usart1", out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "USART1.cs", "USART1.json", "USART1.repl", "USART1.robot"
+        "USART1.cs",
+        "USART1.json",
+        "USART1.repl",
+        "USART1.robot",
     ]
     assert report.confidence.confidence == 1.0 and report.robot_errors == []
     saved = json.loads((out / "USART1.json").read_text())

@@ -49,7 +49,10 @@ def test_small_svd_resolves_dims_clusters_and_alternates(small_svd: Path) -> Non
     assert status["DONE"].modes == (FieldMode.READ, FieldMode.READ_TO_CLEAR)
     flags = next(r for r in timer.registers if r.name == "FLAGS")
     assert [(f.name, f.bit_offset) for f in flags.fields] == [
-        ("F0", 0), ("F1", 2), ("F2", 4), ("F3", 6)
+        ("F0", 0),
+        ("F1", 2),
+        ("F2", 4),
+        ("F3", 6),
     ]
 
 

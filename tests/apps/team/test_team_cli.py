@@ -13,10 +13,10 @@ import pytest
 from _team_replies import BAD, code, good_team, team
 from typer.testing import CliRunner
 
+from arbor.cli import team as team_cli
+from arbor.cli.main import app
 from arbor.core.config import Settings
 from arbor.llm.client import LLMClient
-from arbor.service.cli import team as team_cli
-from arbor.service.cli.main import app
 from arbor.testing import FunctionModel
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from arbor.service.cli.main import app
+from arbor.cli.main import app
 
 
 @pytest.mark.model

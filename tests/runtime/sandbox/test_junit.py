@@ -35,7 +35,9 @@ def test_parse_junit_reads_every_outcome() -> None:
     report = parse_junit(XML)
     outcomes = [(c.name, c.outcome) for c in report.cases]
     assert outcomes == [
-        ("test_ok", "passed"), ("test_bad", "failed"), ("test_skip", "skipped"),
+        ("test_ok", "passed"),
+        ("test_bad", "failed"),
+        ("test_skip", "skipped"),
         ("test_err", "error"),
     ]
     assert (report.passed, report.failed, report.count("skipped")) == (1, 2, 1)
@@ -73,21 +75,22 @@ def box(wall_seconds: float = 60) -> Sandbox:
 async def test_run_pytest_in_the_sandbox(tmp_path: Path) -> None:
     ws = project(
         tmp_path,
-        "def test_ok():\n    assert add(1, 2) == 3\n\n"
-        "def test_bad():\n    assert add(1, 2) == 4\n",
+        "def test_ok():\n    assert add(1, 2) == 3\n\ndef test_bad():\n    assert add(1, 2) == 4\n",
     )
     report = await run_pytest(box(), ws.root)
     assert report.problem is None
     assert [(c.name, c.outcome) for c in report.cases] == [
-        ("test_ok", "passed"), ("test_bad", "failed"),
+        ("test_ok", "passed"),
+        ("test_bad", "failed"),
     ]
     assert "assert 3 == 4" in report.cases[1].message
     assert report.run is not None and report.run.isolated and report.run.exit_code == 1
     assert not report.ok
     assert ws.files() == ["calc.py", "tests/test_calc.py"]  # the report file was removed
 
-    ws.write("tests/test_calc.py", "from calc import add\n\ndef test_ok():\n"
-             "    assert add(2, 2) == 4\n")
+    ws.write(
+        "tests/test_calc.py", "from calc import add\n\ndef test_ok():\n    assert add(2, 2) == 4\n"
+    )
     fixed = await run_pytest(box(), ws.root)
     assert fixed.ok and fixed.passed == 1
 

@@ -78,14 +78,7 @@ async def test_runs_isolated_as_an_unprivileged_uid(tmp_path: Path) -> None:
 # The limits an operator sets: CPU seconds, with the wall clock one second later as the
 # backstop for a machine so busy that the run cannot even use its CPU allowance.
 LIMITS = {"cpu_seconds": 2, "wall_seconds": 3, "nice": 0}
-BOMB = (
-    "import os\n"
-    "while True:\n"
-    "    try:\n"
-    "        os.fork()\n"
-    "    except OSError:\n"
-    "        pass\n"
-)
+BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
 
 
 async def test_an_infinite_loop_is_killed_within_the_cpu_limit_plus_2s(tmp_path: Path) -> None:
@@ -190,8 +183,16 @@ async def test_the_environment_holds_no_secret(
     )
     result = await sandbox().run([PY, "-c", script], tmp_path)
     seen = json.loads(result.stdout)
-    assert set(seen["env"]) <= {"HOME", "LANG", "LC_ALL", "LC_CTYPE", "PATH", "TZ", "TMPDIR",
-                                "PYTHONDONTWRITEBYTECODE"}
+    assert set(seen["env"]) <= {
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "PATH",
+        "TZ",
+        "TMPDIR",
+        "PYTHONDONTWRITEBYTECODE",
+    }
     assert seen["parent"] == "unreadable"
     for value in secrets.values():
         assert value not in result.stdout
@@ -205,8 +206,12 @@ async def test_writes_outside_the_workspace_fail(tmp_path: Path) -> None:
     (outside / "keep.txt").write_text("unchanged")
     host_tmp_name = f"/tmp/arbor-canary-{os.getpid()}"
     targets = [
-        str(outside / "new.txt"), str(outside / "keep.txt"), "/etc/arbor-canary",
-        "/var/tmp/arbor-canary", "/root/arbor-canary", "/dev/shm/arbor-canary",
+        str(outside / "new.txt"),
+        str(outside / "keep.txt"),
+        "/etc/arbor-canary",
+        "/var/tmp/arbor-canary",
+        "/root/arbor-canary",
+        "/dev/shm/arbor-canary",
         str(Path(sys.prefix) / "arbor-canary"),
     ]
     script = (
@@ -266,7 +271,8 @@ async def test_file_size_and_open_file_limits(tmp_path: Path) -> None:
 async def test_stdin_and_exit_code_pass_through(tmp_path: Path) -> None:
     result = await sandbox().run(
         [PY, "-c", "import sys; data = sys.stdin.read(); print(data[::-1]); sys.exit(7)"],
-        tmp_path, stdin=b"abc",
+        tmp_path,
+        stdin=b"abc",
     )
     assert (result.exit_code, result.stdout, result.ok) == (7, "cba\n", False)
 
@@ -311,8 +317,7 @@ async def test_unread_stdin_does_not_stall_the_wall_clock(tmp_path: Path) -> Non
 
 
 async def test_the_workspace_is_given_back_to_the_caller(tmp_path: Path) -> None:
-    result = await sandbox().run([PY, "-c", "import os; os.mkdir('d'); open('d/f', 'w')"],
-                                 tmp_path)
+    result = await sandbox().run([PY, "-c", "import os; os.mkdir('d'); open('d/f', 'w')"], tmp_path)
     assert result.exit_code == 0 and result.uid is not None
     owners = {os.lstat(p).st_uid for p in (tmp_path, tmp_path / "d", tmp_path / "d" / "f")}
     assert owners == {os.geteuid()}
@@ -380,7 +385,6 @@ async def test_cancelling_the_caller_kills_the_run(tmp_path: Path) -> None:
         await task
     assert processes_of(uid) == []
     assert os.lstat(tmp_path).st_uid == os.geteuid()
-
 
 
 @pytest.fixture

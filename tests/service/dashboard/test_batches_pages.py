@@ -11,8 +11,8 @@ import re
 import httpx
 from _pages import Login
 
+from arbor.runtime.batch_manager import BatchManager
 from arbor.runtime.spec import BatchSpec
-from arbor.service.batches import BatchManager
 from arbor.service.context import ServiceContext
 from arbor.store.batches import BatchRecord, NewItem
 

@@ -235,9 +235,7 @@ def test_start_a_run_and_watch_it_finish_live(
     # The reviewer's node starts only after the writer's slow model call: it arrives live,
     # in the timeline and in the node progress.
     expect(page.locator('#events li[data-type="node_started"]')).to_have_count(2, timeout=15_000)
-    expect(page.locator('#nodes [data-node="write"]')).to_have_attribute(
-        "data-status", "finished"
-    )
+    expect(page.locator('#nodes [data-node="write"]')).to_have_attribute("data-status", "finished")
     expect(page.locator('#nodes [data-node="review"]')).to_be_visible()
     shot(page, artifacts, "04-run-in-progress")
     expect(page.locator("#run-status-badge")).to_have_attribute(
@@ -251,9 +249,7 @@ def test_start_a_run_and_watch_it_finish_live(
     seqs = [int(s.removeprefix("ev-")) for s in events.evaluate_all("l => l.map(e => e.id)")]
     assert seqs == sorted(set(seqs))  # every event once, in order
     page.click("#replay-link")
-    expect(page.locator('#events li[data-type="run_finished"]')).to_have_count(
-        1, timeout=20_000
-    )
+    expect(page.locator('#events li[data-type="run_finished"]')).to_have_count(1, timeout=20_000)
     replayed = [int(s.removeprefix("ev-")) for s in events.evaluate_all("l => l.map(e => e.id)")]
     assert replayed == seqs
     shot(page, artifacts, "06-run-replayed")

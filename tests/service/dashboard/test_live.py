@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import httpx
 
+from arbor.runtime.runs import RunManager
 from arbor.service.context import ServiceContext
 from arbor.service.dashboard.live import EventRow, node_progress
 from arbor.service.dashboard.web import Dashboard
-from arbor.service.runs import RunManager
 
 Browser = tuple[httpx.AsyncClient, str]
 
@@ -98,9 +98,7 @@ async def test_the_stream_needs_a_session(
 ) -> None:
     assert service_ctx.runs is not None
     run_id = await _finished_gate_run(service_ctx.runs)
-    answer = await browser.get(
-        f"/runs/{run_id}/stream", headers={"Accept": "text/event-stream"}
-    )
+    answer = await browser.get(f"/runs/{run_id}/stream", headers={"Accept": "text/event-stream"})
     assert answer.status_code == 401
     assert "run-event" not in answer.text
 
@@ -138,8 +136,15 @@ def test_timeline_rows_show_llm_and_tool_calls_escaped(service_ctx: ServiceConte
             7,
             "llm_call",
             "write",
-            {"agent": "writer", "model": "openai:gpt", "input_tokens": 120, "output_tokens": 30,
-             "cost_usd": 0.0021, "latency_ms": 812.4, "cached": False},
+            {
+                "agent": "writer",
+                "model": "openai:gpt",
+                "input_tokens": 120,
+                "output_tokens": 30,
+                "cost_usd": 0.0021,
+                "latency_ms": 812.4,
+                "cached": False,
+            },
             now,
         )
     )
@@ -151,8 +156,14 @@ def test_timeline_rows_show_llm_and_tool_calls_escaped(service_ctx: ServiceConte
             8,
             "tool_call",
             "write",
-            {"agent": "writer", "tool": "search", "call_id": "c1", "ok": False,
-             "error": "<img src=x onerror=alert(1)>", "latency_ms": 3.0},
+            {
+                "agent": "writer",
+                "tool": "search",
+                "call_id": "c1",
+                "ok": False,
+                "error": "<img src=x onerror=alert(1)>",
+                "latency_ms": 3.0,
+            },
             now,
         )
     )

@@ -25,8 +25,9 @@ async def test_overview_renders_traffic_usage_and_breakers(
         assert (await http.get("/v1/agents")).status_code == 200
     assert (await http.get("/v1/runs/run_missing")).status_code == 404
     await UsageRepository(service_ctx.db).add(
-        UsageRecord(provider="openai", model="m", input_tokens=1200, output_tokens=34,
-                    cost_usd=0.125)
+        UsageRecord(
+            provider="openai", model="m", input_tokens=1200, output_tokens=34, cost_usd=0.125
+        )
     )
     service_ctx.metrics.set_breaker("openai", "m", "open")
     await asyncio.sleep(1.05)  # the history takes at most one reading a second

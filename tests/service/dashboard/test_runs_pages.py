@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 from _pages import Login
 
+from arbor.runtime.runs import RunManager
 from arbor.service.context import ServiceContext
-from arbor.service.runs import RunManager
 
 Browser = tuple[httpx.AsyncClient, str]
 

@@ -17,17 +17,39 @@ Browser = tuple[httpx.AsyncClient, str]
 async def _seed(ctx: ServiceContext) -> tuple[str, str]:
     mine = await ctx.keys.create("team-a", scopes=["read"])
     theirs = await ctx.keys.create("team-b", scopes=["read"])
-    agent = await AgentRepository(ctx.db).create("summarizer", {"name": "summarizer",
-                                                               "instructions": "x"})
+    agent = await AgentRepository(ctx.db).create(
+        "summarizer", {"name": "summarizer", "instructions": "x"}
+    )
     yesterday = datetime.now(UTC) - timedelta(days=1)
     await UsageRepository(ctx.db).add_many(
         [
-            UsageRecord(provider="openai", model="gpt-a", input_tokens=100, output_tokens=20,
-                        cost_usd=0.5, key_id=mine.record.id, agent_id=agent.id),
-            UsageRecord(provider="openai", model="gpt-a", input_tokens=10, output_tokens=5,
-                        cost_usd=0.25, key_id=mine.record.id, created_at=yesterday),
-            UsageRecord(provider="local", model="tiny", input_tokens=7000, output_tokens=1,
-                        cost_usd=3.0, key_id=theirs.record.id, status="timeout"),
+            UsageRecord(
+                provider="openai",
+                model="gpt-a",
+                input_tokens=100,
+                output_tokens=20,
+                cost_usd=0.5,
+                key_id=mine.record.id,
+                agent_id=agent.id,
+            ),
+            UsageRecord(
+                provider="openai",
+                model="gpt-a",
+                input_tokens=10,
+                output_tokens=5,
+                cost_usd=0.25,
+                key_id=mine.record.id,
+                created_at=yesterday,
+            ),
+            UsageRecord(
+                provider="local",
+                model="tiny",
+                input_tokens=7000,
+                output_tokens=1,
+                cost_usd=3.0,
+                key_id=theirs.record.id,
+                status="timeout",
+            ),
         ]
     )
     return mine.key, mine.record.id

@@ -291,9 +291,7 @@ class WorkflowRunner(Generic[StateT]):
             )
         if sched.steps + 1 > self.workflow.max_steps:
             raise WorkflowError(f"run exceeded max_steps={self.workflow.max_steps}", run_id=run_id)
-        ctx = NodeContext(
-            run_id, node, visit, self.store, self.client, self.hooks, self.supervisor
-        )
+        ctx = NodeContext(run_id, node, visit, self.store, self.client, self.hooks, self.supervisor)
         if spec.kind == "approval":
             return await self._approval(ctx, spec.prompt)
         await self.store.append_event(run_id, RunEvent("node_started", node, {"visit": visit}))

@@ -44,8 +44,11 @@ def field_span(call: FieldCall) -> tuple[int, int] | None:
     """(position, width) a ``With*`` call occupies, or None for calls that hold no bits."""
     if call.method in ("WithFlag", "WithTaggedFlag") and call.ints:
         return call.ints[0], 1
-    if call.method in ("WithValueField", "WithEnumField", "WithReservedBits", "WithIgnoredBits",
-                       "WithTag") and len(call.ints) >= 2:
+    if (
+        call.method
+        in ("WithValueField", "WithEnumField", "WithReservedBits", "WithIgnoredBits", "WithTag")
+        and len(call.ints) >= 2
+    ):
         return call.ints[0], call.ints[1]
     return None
 

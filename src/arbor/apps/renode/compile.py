@@ -87,6 +87,4 @@ def compile_models(sources: dict[str, str]) -> dict[str, CompileResult]:
             unplaced.append(line.strip())
     if proc.returncode != 0 and not unplaced and not any(per_file.values()):
         unplaced.append(f"mcs exited with {proc.returncode}")
-    return {
-        name: CompileResult(errors=tuple(errs + unplaced)) for name, errs in per_file.items()
-    }
+    return {name: CompileResult(errors=tuple(errs + unplaced)) for name, errs in per_file.items()}

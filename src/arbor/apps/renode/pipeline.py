@@ -133,9 +133,18 @@ def generate(svd: Path, peripheral: str, out: Path) -> GenerationReport:
 def _refused(regmap: RegisterMap, error: str, seconds: float) -> PeripheralResult:
     registers, fields = _counts(regmap)
     return PeripheralResult(
-        peripheral=regmap.peripheral, type="", registers=registers, fields=fields,
-        interrupts=len(regmap.interrupts), syntax_errors=0, compile_errors=0, accuracy=0.0,
-        conventions=0.0, confidence=0.0, seconds=round(seconds, 4), error=error,
+        peripheral=regmap.peripheral,
+        type="",
+        registers=registers,
+        fields=fields,
+        interrupts=len(regmap.interrupts),
+        syntax_errors=0,
+        compile_errors=0,
+        accuracy=0.0,
+        conventions=0.0,
+        confidence=0.0,
+        seconds=round(seconds, 4),
+        error=error,
     )
 
 

@@ -77,8 +77,14 @@ def _check(result: int, what: str) -> None:
         raise SetupError(f"{what}: {os.strerror(errno)}")
 
 
-def _mount(libc: ctypes.CDLL, src: str | None, dst: str, fstype: str | None, flags: int,
-           data: str | None = None) -> None:
+def _mount(
+    libc: ctypes.CDLL,
+    src: str | None,
+    dst: str,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+) -> None:
     enc = [None if s is None else s.encode() for s in (src, dst, fstype, data)]
     _check(libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {dst}")
 

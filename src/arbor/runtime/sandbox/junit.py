@@ -83,8 +83,11 @@ def _case(element: ET.Element) -> TestCaseResult:
     except ValueError:
         seconds = 0.0
     return TestCaseResult(
-        classname=element.get("classname", ""), name=element.get("name", ""),
-        outcome=outcome, seconds=seconds, message=message,
+        classname=element.get("classname", ""),
+        name=element.get("name", ""),
+        outcome=outcome,
+        seconds=seconds,
+        message=message,
     )
 
 
@@ -130,16 +133,25 @@ async def run_pytest(
     Name the ones the project needs in ``plugins`` (``-p`` names, e.g. ``pytest_asyncio``).
     """
     name = f".arbor-junit-{secrets.token_hex(8)}.xml"
-    argv = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={name}",
-            "-o", "junit_family=xunit2"]
+    argv = [
+        python,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={name}",
+        "-o",
+        "junit_family=xunit2",
+    ]
     for plugin in plugins:
         argv += ["-p", plugin]
     env = {} if autoload_plugins else {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     run = await sandbox.run([*argv, *args], workspace, env=env)
     data = await asyncio.to_thread(_take_report, Path(workspace) / name)
     if data is None:
-        reason = f"killed by the {run.killed_by} limit" if run.killed_by else (
-            f"exited {run.exit_code}"
+        reason = (
+            f"killed by the {run.killed_by} limit" if run.killed_by else (f"exited {run.exit_code}")
         )
         return TestReport(problem=f"pytest wrote no JUnit report ({reason})", run=run)
     try:

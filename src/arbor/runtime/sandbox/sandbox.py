@@ -104,10 +104,16 @@ class Sandbox:
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", _LAUNCHER,
+                sys.executable,
+                "-I",
+                "-S",
+                _LAUNCHER,
                 orjson.dumps({**spec, "status_fd": write_fd}).decode(),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, pass_fds=(write_fd,), env={},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                pass_fds=(write_fd,),
+                env={},
             )
             os.close(write_fd)
             write_fd = -1
@@ -153,13 +159,22 @@ class Sandbox:
         gid = self.config.gid or uid
         limits = self.config.limits
         spec = {
-            "argv": list(argv), "cwd": str(workdir), "env": self._env(root, env),
-            "workspace": str(root), "isolate": isolate, "uid": uid, "gid": gid,
-            "hide": list(self.config.hide), "expose": list(self.config.expose),
-            "tmp_bytes": limits.tmp_bytes, "nice": limits.nice,
+            "argv": list(argv),
+            "cwd": str(workdir),
+            "env": self._env(root, env),
+            "workspace": str(root),
+            "isolate": isolate,
+            "uid": uid,
+            "gid": gid,
+            "hide": list(self.config.hide),
+            "expose": list(self.config.expose),
+            "tmp_bytes": limits.tmp_bytes,
+            "nice": limits.nice,
             "limits": {
-                "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes,
-                "processes": limits.processes, "file_size_bytes": limits.file_size_bytes,
+                "cpu_seconds": limits.cpu_seconds,
+                "memory_bytes": limits.memory_bytes,
+                "processes": limits.processes,
+                "file_size_bytes": limits.file_size_bytes,
                 "open_files": limits.open_files,
             },
         }
@@ -168,19 +183,29 @@ class Sandbox:
         return await self._run(spec, tuple(argv), stdin, uid if isolate else None, owner)
 
     async def _run(
-        self, spec: dict[str, object], argv: tuple[str, ...], stdin: bytes | None,
-        uid: int | None, owner: tuple[int, int],
+        self,
+        spec: dict[str, object],
+        argv: tuple[str, ...],
+        stdin: bytes | None,
+        uid: int | None,
+        owner: tuple[int, int],
     ) -> SandboxResult:
         limits = self.config.limits
         read_fd, write_fd = os.pipe()
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", _LAUNCHER,
+                sys.executable,
+                "-I",
+                "-S",
+                _LAUNCHER,
                 orjson.dumps({**spec, "status_fd": write_fd}).decode(),
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                pass_fds=(write_fd,), env={}, start_new_session=True,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(write_fd,),
+                env={},
+                start_new_session=True,
             )
         except OSError as exc:
             os.close(read_fd)
@@ -216,17 +241,23 @@ class Sandbox:
         if killed_by is None and (
             # RLIMIT_CPU's soft signal, or its hard kill (the last CPU sample may lag the
             # kernel's count by a poll on a loaded machine)
-            code == -signal.SIGXCPU
-            or (code == -signal.SIGKILL and cpu >= limits.cpu_seconds - 1.0)
+            code == -signal.SIGXCPU or (code == -signal.SIGKILL and cpu >= limits.cpu_seconds - 1.0)
         ):
             killed_by = "cpu"
         if killed_by is None and code == -signal.SIGXFSZ:
             killed_by = "file_size"
         return SandboxResult(
-            argv=argv, exit_code=code, stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"), stdout_truncated=out_cut,
-            stderr_truncated=err_cut, wall_seconds=time.monotonic() - started,
-            cpu_seconds=cpu, killed_by=killed_by, isolated=uid is not None, uid=uid,
+            argv=argv,
+            exit_code=code,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+            stdout_truncated=out_cut,
+            stderr_truncated=err_cut,
+            wall_seconds=time.monotonic() - started,
+            cpu_seconds=cpu,
+            killed_by=killed_by,
+            isolated=uid is not None,
+            uid=uid,
         )
 
     async def _watch(

@@ -125,8 +125,11 @@ class Workspace:
         finally:
             os.close(dir_fd)
         event = WriteEvent(
-            path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-            created=created, at=datetime.now(UTC),
+            path=rel,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            created=created,
+            at=datetime.now(UTC),
         )
         if self._on_write is not None:
             self._on_write(event)
@@ -138,8 +141,9 @@ class Workspace:
         if kind not in ("file", "missing entry"):
             raise WorkspacePathError(f"workspace path {rel!r} refused: it is a {kind}", path=rel)
         tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                     dir_fd=dir_fd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+        )
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -164,8 +168,9 @@ class Workspace:
         try:
             kind = entry_kind(dir_fd, parts[-1])
             if kind != "file":
-                raise WorkspacePathError(f"workspace path {rel!r} refused: it is a {kind}",
-                                         path=rel)
+                raise WorkspacePathError(
+                    f"workspace path {rel!r} refused: it is a {kind}", path=rel
+                )
             fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
         finally:
             os.close(dir_fd)

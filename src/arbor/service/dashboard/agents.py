@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 
 from arbor.agents.definitions import OUTPUT_TYPES, AgentDefinition
 from arbor.agents.roles import ROLE_NAMES
-from arbor.core.errors import ArborError, NotFoundError
+from arbor.core.errors import ArborError, InvalidRequestError, NotFoundError
 from arbor.service.dashboard.web import (
     Checked,
     DashboardRoute,
@@ -25,7 +25,7 @@ from arbor.service.dashboard.web import (
     render,
     see_other,
 )
-from arbor.service.errors import ForbiddenError, InvalidRequestError
+from arbor.service.errors import ForbiddenError
 from arbor.service.problems import problem_for
 from arbor.store import AgentRecord, AgentRepository, AgentStatus
 

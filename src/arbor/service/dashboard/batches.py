@@ -5,7 +5,7 @@ an item's page (input, result or error, attempts, usage, cost).
 Live updates are htmx polling of the page itself (``hx-select`` keeps only the live block),
 every two seconds while a batch is active; a finished batch's block carries no trigger, so
 the polling stops. Everything goes through the service's
-:class:`~arbor.service.batches.BatchManager`, the object the REST API uses.
+:class:`~arbor.runtime.batch_manager.BatchManager`, the object the REST API uses.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Form, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from arbor.service.batches import BatchManager
+from arbor.core.errors import InvalidRequestError
+from arbor.runtime.batch_manager import BatchManager
 from arbor.service.dashboard.sessions import Session
 from arbor.service.dashboard.web import (
     Checked,
@@ -26,7 +27,7 @@ from arbor.service.dashboard.web import (
     render,
     see_other,
 )
-from arbor.service.errors import ForbiddenError, InvalidRequestError
+from arbor.service.errors import ForbiddenError
 from arbor.store.batches import BatchItemStatus, BatchRecord, BatchStatus
 
 __all__ = ["router"]

@@ -155,9 +155,7 @@ def sparkline(values: Sequence[float | None], *, width: int = 240, height: int =
         series = [series[0] if series else 0.0] * 2
     step = width / (len(series) - 1)
     scale = (height - 4) / top if top > 0 else 0.0
-    coords = [
-        f"{i * step:.1f},{height - 2 - v * scale:.1f}" for i, v in enumerate(series)
-    ]
+    coords = [f"{i * step:.1f},{height - 2 - v * scale:.1f}" for i, v in enumerate(series)]
     last = next((v for v in reversed(values) if v is not None), None)
     return Sparkline(" ".join(coords), width, height, last, top)
 

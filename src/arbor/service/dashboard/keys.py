@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, Response
 from pydantic import ValidationError
 
-from arbor.core.errors import NotFoundError
+from arbor.core.errors import InvalidRequestError, NotFoundError
 from arbor.service.dashboard.sessions import Session
 from arbor.service.dashboard.web import (
     SESSION_COOKIE,
@@ -24,7 +24,7 @@ from arbor.service.dashboard.web import (
     render,
     see_other,
 )
-from arbor.service.errors import ForbiddenError, InvalidRequestError
+from arbor.service.errors import ForbiddenError
 from arbor.store import KeyScope, NewKey
 
 __all__ = ["router"]

@@ -23,9 +23,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from arbor.runtime.runs import RunManager
 from arbor.service.dashboard.web import Dashboard, DashboardRoute, Viewer, dashboard_of
 from arbor.service.progress import NodeProgress, node_progress
-from arbor.service.runs import RunManager
 from arbor.store import ApprovalRecord, EventRecord, RunRecord, RunStatus
 
 __all__ = [
@@ -164,8 +164,9 @@ async def _replay(
             gap = (record.created_at - previous).total_seconds()
             await asyncio.sleep(min(max(gap, 0.05), REPLAY_MAX_GAP))
         previous = record.created_at
-        yield _event(dash, EventRow(record.seq, record.type, record.node, record.data,
-                                    record.created_at))
+        yield _event(
+            dash, EventRow(record.seq, record.type, record.node, record.data, record.created_at)
+        )
     yield await _status(dash, runs, run_id, None, page)
     yield ServerSentEvent(data="end", event="run-end")
 

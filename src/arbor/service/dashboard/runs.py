@@ -1,7 +1,7 @@
 """Runs: the list (filtered by status and workflow, paged), a form to start a workflow with
 a JSON input, the live run page, and the approve / reject / cancel buttons.
 
-Everything goes through the service's :class:`~arbor.service.runs.RunManager` (the same
+Everything goes through the service's :class:`~arbor.runtime.runs.RunManager` (the same
 object the REST API uses), so a run started here is driven, resumed and recorded exactly
 like one started over HTTP. Starting and deciding runs needs the ``run`` scope; decisions
 are recorded under the session's key name.
@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, Response
 from pydantic import BaseModel
 
-from arbor.core.errors import ArborError
+from arbor.core.errors import ArborError, InvalidRequestError
+from arbor.runtime.runs import RunManager
 from arbor.service.dashboard.live import event_rows, manager_of, run_view
 from arbor.service.dashboard.sessions import Session
 from arbor.service.dashboard.web import (
@@ -26,9 +27,8 @@ from arbor.service.dashboard.web import (
     render,
     see_other,
 )
-from arbor.service.errors import ForbiddenError, InvalidRequestError
+from arbor.service.errors import ForbiddenError
 from arbor.service.problems import problem_for
-from arbor.service.runs import RunManager
 from arbor.store import RunStatus
 
 __all__ = ["example_input", "router"]
@@ -206,8 +206,7 @@ def _parse_input(text: str) -> dict[str, Any]:
 
 def example_input(state_type: type[BaseModel]) -> dict[str, Any]:
     """A starting point for the input box: the state's required fields with empty values."""
-    blanks = {"string": "", "integer": 0, "number": 0, "boolean": False, "array": [],
-              "object": {}}
+    blanks = {"string": "", "integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}
     schema = state_type.model_json_schema()
     props = schema.get("properties", {})
     return {

@@ -12,9 +12,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from arbor.core.errors import InvalidRequestError
 from arbor.service.dashboard.charts import bars
 from arbor.service.dashboard.web import DashboardRoute, Viewer, dashboard_of, render
-from arbor.service.errors import ForbiddenError, InvalidRequestError
+from arbor.service.errors import ForbiddenError
 from arbor.store import AgentRepository, UsageGroupBy, UsageRepository
 
 __all__ = ["router"]

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict
 
 from arbor.agents.definitions import AgentDefinition
 from arbor.agents.memory import MemoryPolicy
+from arbor.core.errors import InvalidRequestError
 from arbor.service.deps import AdminKey, Ctx, KeyFirstRoute, ReadKey
-from arbor.service.errors import InvalidRequestError
 from arbor.store import AgentRecord, AgentRepository, AgentStatus, Database
 
 __all__ = ["AgentCreate", "AgentPage", "AgentPublic", "AgentUpdate", "router"]

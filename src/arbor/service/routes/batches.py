@@ -2,8 +2,9 @@
 ``ARBOR_HOME/datasets`` or inline rows), follow their progress, page through their items,
 pause, resume or cancel them, and download their results.
 
-A created batch starts at once in the background (:class:`~arbor.service.batches.BatchManager`);
-any server on the same database may join it. A malformed row becomes a failed item with its
+A created batch starts at once in the background
+(:class:`~arbor.runtime.batch_manager.BatchManager`); any server on the same database may join
+it. A malformed row becomes a failed item with its
 reason, never a failed batch.
 """
 
@@ -16,8 +17,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from arbor.runtime.batch_manager import BatchManager
 from arbor.service.batch_input import BatchCreate, invalid, read_create_request
-from arbor.service.batches import BatchManager
 from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey, RunKey
 from arbor.store.batches import (
     BatchItemRecord,

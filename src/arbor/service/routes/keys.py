@@ -13,8 +13,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from arbor.core.errors import InvalidRequestError
 from arbor.service.deps import AdminKey, Ctx, KeyFirstRoute
-from arbor.service.errors import InvalidRequestError
 from arbor.store import KeyRecord, KeyScope, KeyStatus
 
 __all__ = ["KeyCreate", "KeyCreated", "KeyPublic", "KeyUpdate", "router"]

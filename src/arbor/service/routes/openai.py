@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response, StreamingResponse
 
 from arbor.agents.agent import AgentError
-from arbor.agents.workflow.builtin import BUILTIN_WORKFLOWS
+from arbor.agents.workflow.registry import WorkflowRegistry
 from arbor.core.errors import ArborError, ConfigError, ProviderHTTPError, UnknownModelError
 from arbor.core.ids import new_id
 from arbor.core.logging import Redactor
@@ -164,7 +164,7 @@ async def _all_models(ctx: ServiceContext) -> list[dict[str, Any]]:
     for agent in await AgentRepository(ctx.db).list(status="enabled"):
         created = int(agent.created_at.timestamp())
         entries.append(model_entry(f"agent:{agent.name}", "arbor", created))
-    names = ctx.runs.workflow_names() if ctx.runs is not None else sorted(BUILTIN_WORKFLOWS)
+    names = ctx.runs.workflow_names() if ctx.runs is not None else WorkflowRegistry().names()
     entries += [model_entry(f"workflow:{name}", "arbor") for name in names]
     return entries
 
@@ -247,9 +247,7 @@ async def _sse(
                 async for frame in frames:
                     yield frame
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers=_SSE_HEADERS | headers
-    )
+    return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS | headers)
 
 
 async def _owned(chunks: AsyncIterator[StreamChunk]) -> AsyncGenerator[StreamChunk, None]:

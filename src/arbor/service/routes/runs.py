@@ -19,10 +19,10 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from arbor.core.errors import InvalidRequestError
+from arbor.runtime.runs import RunManager
 from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey, RunKey
-from arbor.service.errors import InvalidRequestError
 from arbor.service.progress import node_progress
-from arbor.service.runs import RunManager
 from arbor.store import ApprovalRecord, EventRecord, RunRecord, RunStatus
 
 __all__ = [
@@ -256,4 +256,3 @@ def _nodes(events: list[EventRecord], run: RunRecord) -> list[NodeSummary]:
         )
         for p in node_progress(events, run.status)
     ]
-

@@ -14,8 +14,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from arbor.core.errors import InvalidRequestError
 from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey
-from arbor.service.errors import ForbiddenError, InvalidRequestError
+from arbor.service.errors import ForbiddenError
 from arbor.store import UsageGroupBy, UsageRepository, UsageSummaryRow
 
 __all__ = ["UsageGroup", "UsagePublic", "UsageTotals", "router"]

@@ -15,12 +15,11 @@ from pathlib import Path
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from arbor.core.errors import NotFoundError
+from arbor.core.errors import InvalidRequestError, NotFoundError
 from arbor.runtime.sandbox import Workspace, WorkspaceError
 from arbor.runtime.sandbox._paths import check_relative  # the workspace's own path rules
 from arbor.service.context import ServiceContext
 from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey
-from arbor.service.errors import InvalidRequestError
 
 __all__ = [
     "WorkspaceFile",

@@ -1,0 +1,5 @@
+"""``python -m arbor.cli`` runs the ``arbor`` command."""
+
+from arbor.cli.main import main
+
+main()
