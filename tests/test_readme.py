@@ -30,6 +30,33 @@ def test_readme_python_blocks_run(tmp_path: Path) -> None:
     assert outputs[1].strip() == "succeeded 5 True"  # the agents and workflows example
 
 
+#: Where README examples may import Arbor from: the public face, the test doubles, and
+#: one documented package per application.
+PUBLIC_PACKAGES = {
+    "arbor",
+    "arbor.testing",
+    "arbor.apps.renode",
+    "arbor.apps.team",
+    "arbor.autogen",
+}
+
+
+def test_readme_examples_import_only_public_packages() -> None:
+    text = README.read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", text, flags=re.S))
+    inline = re.findall(r"`(from arbor[\w.]* import [^`]+|import arbor[\w.]*)`", text)
+    statements = re.findall(r"^\s*(?:from (arbor[\w.]*) import|import (arbor[\w.]*))", code, re.M)
+    modules = {a or b for a, b in statements}
+    modules |= {re.split(r"\s+", s)[1] for s in inline}
+    assert modules, "no Arbor import found in the README"
+    outside = {
+        m
+        for m in modules
+        if m not in PUBLIC_PACKAGES and not m.startswith("arbor.autogen.")  # generated modules
+    }
+    assert not outside, f"README imports internals: {sorted(outside)}"
+
+
 def test_readme_gives_exactly_the_two_setup_commands() -> None:
     text = README.read_text()
     setup = text.split("## Set-up", 1)[1].split("```sh", 1)[1].split("```", 1)[0]

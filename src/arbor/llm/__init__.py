@@ -5,8 +5,9 @@ Names load on first use so importing the types does not import the SDKs.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from arbor.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from arbor.llm.client import LLMClient
@@ -44,15 +45,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'arbor.llm' has no attribute {name!r}")
-    module = {
-        "EmbeddingModel": "model",
-        "EmbeddingsNotSupportedError": "model",
-        "LLMClient": "client",
-        "Model": "model",
-    }.get(name, "types")
-    value = getattr(importlib.import_module(f"arbor.llm.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        name: "arbor.llm.client"
+        if name == "LLMClient"
+        else "arbor.llm.model"
+        if name in ("EmbeddingModel", "EmbeddingsNotSupportedError", "Model")
+        else "arbor.llm.types"
+        for name in __all__
+    },
+)

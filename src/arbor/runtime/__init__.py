@@ -9,8 +9,9 @@ not import the batch engine's database and agent stack.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from arbor.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from arbor.runtime.batches import BatchConflictError, BatchService, ExportFormat
@@ -54,10 +55,6 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'arbor.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"arbor.runtime.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: f"arbor.runtime.{home}" for name, home in _HOMES.items()}
+)
