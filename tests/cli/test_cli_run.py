@@ -112,7 +112,7 @@ def test_review_loop_on_the_mock_fails_cleanly_and_is_inspectable(tmp_path: Path
         (["review-loop", "--input", '{"max_iterations": 2}'], "task: Field required"),
         (["review-loop", "--input", '{"task": "x", "max_iterations": 99}'], "max_iterations"),
         (["review-loop", "--input", '{"task": "x"}', "--model", "gpt"], "provider:model"),
-        (["nope", "--input", '{"task": "x"}'], "known: review-loop"),
+        (["nope", "--input", '{"task": "x"}'], "known: renode, review-loop, team"),
         ([], "WORKFLOW"),
         (["--resume", "run_nope"], "run 'run_nope' not found"),
     ],

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from _workflows import SlowState, gate, review_reply, slow
 
+from _workflows import SlowState, gate, review_reply, slow
 from arbor.agents.workflow import END, NodeContext, Workflow
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.cli.run import OPTIONS_EVENT as CLI_OPTIONS_EVENT
@@ -72,7 +72,7 @@ async def test_review_loop_runs_in_the_background_with_the_keys_calls(
 
 
 async def test_bad_requests_store_nothing(manager: RunManager, database: Database) -> None:
-    with pytest.raises(RunInputError, match=r"no workflow named 'nope'.*gate, review-loop"):
+    with pytest.raises(RunInputError, match=r"'nope'.*gate, renode, review-loop, team"):
         await manager.start("nope", {})
     with pytest.raises(RunInputError, match="task: Field required") as info:
         await manager.start("review-loop", {"max_iterations": 2})
@@ -156,7 +156,7 @@ async def test_an_escaping_exception_is_logged_and_fails_the_run(manager: RunMan
         wf.route("step", router, [END])
         return wf
 
-    manager._workflows["broken"] = broken
+    manager.workflows = manager.workflows.with_factories({"broken": broken})
     run_id = await manager.start("broken", {"task": "t"})
     run = await manager.wait(run_id, timeout=30)
     assert run.status == "failed"
@@ -178,7 +178,7 @@ async def test_a_broken_graph_is_refused_before_anything_is_stored(
         wf.add_node("step", step)  # no outgoing edge
         return wf
 
-    manager._workflows["dangling"] = dangling
+    manager.workflows = manager.workflows.with_factories({"dangling": dangling})
     with pytest.raises(WorkflowError, match="no outgoing edge"):
         await manager.start("dangling", {"task": "t"})
     assert (await RunRepository(database).list()).runs == []

@@ -176,7 +176,15 @@ async def test_usage_is_stamped_with_the_creating_key_and_the_batch(
     async with make_http(created.key) as http:
         batch = await create(http, [{"t": "x"}, {"t": "y"}])
         await wait_done(http, batch["id"])
-    records = await UsageRepository(service_ctx.db).records(batch_id=batch["id"])
+    # The batch's client writes its usage rows in the background (every 0.5 s and when it
+    # closes, just after the batch reads "succeeded"): wait for them, however loaded we are.
+    usage = UsageRepository(service_ctx.db)
+    records = await usage.records(batch_id=batch["id"])
+    for _ in range(300):
+        if len(records) >= 2:
+            break
+        await asyncio.sleep(0.1)
+        records = await usage.records(batch_id=batch["id"])
     assert len(records) == 2
     assert {r.key_id for r in records} == {created.record.id}
 

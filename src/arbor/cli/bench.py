@@ -20,7 +20,7 @@ bench_app = typer.Typer(help="Benchmarks against peers (writes JSON).", no_args_
 
 
 def _benchmarks_dir() -> Path:
-    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[4] / "benchmarks"]
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[3] / "benchmarks"]
     for c in candidates:
         if c.is_dir():
             return c
