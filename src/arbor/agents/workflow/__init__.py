@@ -6,6 +6,7 @@ from arbor.agents.workflow.checkpoints import (
     RunEvent,
     StoredRun,
 )
+from arbor.agents.workflow.context import NodeContext
 from arbor.agents.workflow.events import (
     EVENT_TYPES,
     TERMINAL_EVENTS,
@@ -15,7 +16,7 @@ from arbor.agents.workflow.events import (
     ToolCallData,
 )
 from arbor.agents.workflow.graph import END, Workflow
-from arbor.agents.workflow.runner import NodeContext, NodePlugin, RunResult, WorkflowRunner
+from arbor.agents.workflow.runner import NodePlugin, RunResult, WorkflowRunner
 
 __all__ = [
     "END",

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from arbor.core.errors import WorkflowError
 
 if TYPE_CHECKING:
-    from arbor.agents.workflow.runner import NodeContext
+    from arbor.agents.workflow.context import NodeContext
 
 __all__ = ["END", "Edge", "NodeFn", "NodeSpec", "Workflow"]
 
