@@ -5,6 +5,10 @@ counts, steps) travels inside each checkpoint's delta under ``__scheduler__``, s
 deltas of a run gives both its state and where to continue. After a crash, ``resume`` runs the
 nodes that had not checkpointed; their completed LLM calls and side effects come back from the
 idempotency records instead of being repeated.
+
+A node's update (a partial update model, the state, or a mapping: see
+:mod:`arbor.agents.workflow.graph`) becomes a delta of field → value; ``after_node`` plugins
+see that delta, and the checkpoint stores the fields it names as JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from arbor.agents.plugins import NO_HOOKS, Hooks, Plugin
 from arbor.agents.results import AgentResult
 from arbor.agents.spec import AgentSpec
 from arbor.agents.workflow._durable import NodeJournal, llm_call_event
+from arbor.agents.workflow._updates import to_delta
 from arbor.agents.workflow.checkpoints import CheckpointStore, RunEvent
 from arbor.agents.workflow.context import NodeContext
 from arbor.agents.workflow.graph import END, Workflow
@@ -303,13 +308,14 @@ class WorkflowRunner(Generic[StateT]):
             await self.hooks.before_node(ctx, state)
         assert spec.fn is not None
         try:
-            delta = dict(await spec.fn(state, ctx) or {})
+            update = await spec.fn(state, ctx)
         except ArborError:
             raise
         except Exception as exc:  # a node's own bug: fail the run with its message
             raise WorkflowError(
                 f"node {node!r} raised {type(exc).__name__}: {exc}", run_id=run_id
             ) from exc
+        delta = to_delta(node, update, state, self.workflow.state_type, run_id=run_id)
         if self.hooks.has("after_node"):
             delta = await self.hooks.after_node(ctx, state, delta)
         return delta
