@@ -15,7 +15,7 @@ from arbor.agents.workflow.events import (
     LLMCallData,
     ToolCallData,
 )
-from arbor.agents.workflow.graph import END, Workflow
+from arbor.agents.workflow.graph import END, NodeUpdate, Workflow
 from arbor.agents.workflow.runner import NodePlugin, RunResult, WorkflowRunner
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "LLMCallData",
     "NodeContext",
     "NodePlugin",
+    "NodeUpdate",
     "RunEvent",
     "RunResult",
     "StoredRun",

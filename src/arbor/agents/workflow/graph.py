@@ -1,13 +1,19 @@
 """A workflow is a typed graph over a typed state.
 
 A ``Workflow[S]`` runs over a pydantic model ``S``. Its nodes are async functions
-``(state: S, ctx: NodeContext) -> update`` (agents run inside such functions); mypy checks
-the state parameter against ``S`` at ``add_node``/``@node``, and routers and loop tests
-against ``S`` too. A node's update is ``None``, a partial update model (a pydantic model
-whose fields are fields of ``S``: only the fields the node set apply), ``S`` itself (the
-fields it changed apply), or a mapping of fields, the older untyped form::
+``(state: S, ctx: NodeContext) -> update`` (agents run inside such functions); mypy checks a
+node's state parameter against ``S`` at ``add_node`` and ``@node``, and what routers and loop
+tests read of the state. A node's update is one of:
 
-    class Drafted(BaseModel):           # a partial update: two of Draft's fields
+- ``None``: nothing changed;
+- a partial update model: a pydantic model whose fields are fields of ``S``; only the fields
+  the node set apply, so a default never overwrites the state;
+- ``S`` itself: the fields the node set and changed apply;
+- a mapping of field names to values: the older, untyped form, validated on merge.
+
+::
+
+    class Drafted(BaseModel):  # a partial update: two of Draft's fields
         code: str
         iterations: int
 
@@ -15,17 +21,19 @@ fields it changed apply), or a mapping of fields, the older untyped form::
     async def write(state: Draft, ctx: NodeContext) -> Drafted:
         return Drafted(code=..., iterations=state.iterations + 1)
 
-An update model with a field ``S`` lacks is a :class:`~arbor.core.errors.WorkflowError` when
-the node is registered (if its return annotation names the model) and when it returns one
-(see :mod:`arbor.agents.workflow._updates`). The runner checkpoints the applied fields as
-JSON. Edges are static (``edge``), conditional (``route``: a
-function of the state picks the next node, e.g. on a reviewer's verdict or a confidence
-score) or parallel (``fan_out``: branches run concurrently, then their ``join`` node once all
-have finished). Loops are ordinary edges back to an earlier node; every node may carry
-``max_visits`` and the whole run ``max_steps``, so no loop runs forever. Adaptive loops are
-first-class (``refine_until``: back to a refining node until the state is good enough, or on
-to the next node once the iteration cap is reached, without failing the run). ``approval`` nodes
-pause a run until someone approves or rejects it.
+An update model with a field ``S`` lacks is a :class:`~arbor.core.errors.WorkflowError`
+naming the node and the field, when the node is registered (if its return annotation names
+the model) and when it returns one (see :mod:`arbor.agents.workflow._updates`). The runner
+checkpoints the applied fields as JSON.
+
+Edges are static (``edge``), conditional (``route``: a function of the state picks the next
+node, e.g. on a reviewer's verdict or a confidence score) or parallel (``fan_out``: branches
+run concurrently, then their ``join`` node once all have finished). Loops are ordinary edges
+back to an earlier node; every node may carry ``max_visits`` and the whole run
+``max_steps``, so no loop runs forever. Adaptive loops are first-class (``refine_until``:
+back to a refining node until the state is good enough, or on to the next node once the
+iteration cap is reached, without failing the run). ``approval`` nodes pause a run until
+someone approves or rejects it.
 
 The graph is pure data: :class:`~arbor.agents.workflow.runner.WorkflowRunner` executes it.
 """
