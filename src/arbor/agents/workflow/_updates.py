@@ -6,7 +6,9 @@ A node of a ``Workflow[S]`` returns one of:
 - a *partial update model*: any pydantic model whose fields are all fields of ``S``. Only
   the fields the node set (``model_fields_set``) apply, so defaults never overwrite state;
 - ``S`` itself: the fields it set whose values differ from the state the node was given
-  (parallel branches that each return a modified copy do not undo each other's work);
+  (parallel branches that each return a modified copy do not undo each other's work). So a
+  node must not mutate the state it is given: a list appended to in place equals itself
+  and is not applied; return ``state.model_copy(update={...})`` instead;
 - a mapping of field → value (the older, untyped form), validated against ``S`` on merge.
 
 An update model with a field ``S`` lacks is refused twice: when the node is registered, if
