@@ -23,13 +23,14 @@ from arbor.agents.agent import (
 from arbor.agents.definitions import (
     AgentDefinition,
     AgentDefinitionError,
-    AgentDisabledError,
     RoleAgent,
     load_definitions,
 )
+from arbor.agents.hooks import CallPlugin
 from arbor.agents.memory import Memory, MemoryPolicy
 from arbor.agents.plugins import HookContext, Plugin, PluginError, Reask, ValidationPlugin
-from arbor.agents.supervision import Supervisor
+from arbor.agents.spec import AgentSpec
+from arbor.agents.supervision import AgentDisabledError, Supervisor
 from arbor.agents.tools import Tool, ToolContext, ToolResult, tool
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "AgentError",
     "AgentEvent",
     "AgentResult",
+    "AgentSpec",
+    "CallPlugin",
     "HookContext",
     "InstructionsError",
     "MaxStepsExceededError",

@@ -1,27 +1,35 @@
 """The agent loop behind :meth:`Agent.run` and :meth:`Agent.run_stream`, and its parts:
-instruction rendering, tool dispatch, stream assembly and output parsing.
+tool dispatch, stream assembly and output parsing.
 
-One driver serves both: it yields events, and ``run`` keeps only the last one.
+One driver serves both: it yields events, and ``run`` keeps only the last one. The loop reads
+an agent through :class:`~arbor.agents.spec.AgentSpec` and makes the values of
+:mod:`arbor.agents.results`, so it never imports the agent module (which imports it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ValidationError
 
-# ``agent`` imports this module; a module import (not ``from``) tolerates the cycle because
-# names are looked up only when a run executes.
-import arbor.agents.agent as _agent
+from arbor.agents.errors import MaxStepsExceededError, OutputValidationError
+from arbor.agents.hooks import HookContext
 from arbor.agents.memory import Memory
-from arbor.agents.plugins import NO_HOOKS, HookContext, Hooks, PluginError, Reask
+from arbor.agents.plugins import NO_HOOKS, Hooks, PluginError, Reask
+from arbor.agents.results import (
+    AgentEvent,
+    AgentResult,
+    RunFinished,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallRecord,
+    ToolCallStarted,
+)
+from arbor.agents.spec import AgentSpec
 from arbor.agents.tools import Tool, ToolContext, ToolResult
 from arbor.llm.client import LLMClient
 from arbor.llm.types import (
@@ -41,7 +49,6 @@ __all__ = [
     "call_tools",
     "drive",
     "parse_output",
-    "render_instructions",
     "response_format",
     "run",
 ]
@@ -75,7 +82,7 @@ class Journal(Protocol):
 
 
 async def run(
-    agent: _agent.Agent[Any],
+    agent: AgentSpec[Any],
     prompt: str,
     client: LLMClient,
     deps: Any,
@@ -84,20 +91,20 @@ async def run(
     *,
     hooks: Hooks = NO_HOOKS,
     journal: Journal | None = None,
-) -> _agent.AgentResult[Any]:
+) -> AgentResult[Any]:
     """Drive a run to its result (no streaming)."""
     events = drive(
         agent, prompt, client, deps, memory, context, stream=False, hooks=hooks, journal=journal
     )
     async with aclosing(events):
         async for event in events:
-            if isinstance(event, _agent.RunFinished):
+            if isinstance(event, RunFinished):
                 return event.result
     raise AssertionError("unreachable: a run either finishes or raises")
 
 
 async def drive(
-    agent: _agent.Agent[Any],
+    agent: AgentSpec[Any],
     prompt: str,
     client: LLMClient,
     deps: Any,
@@ -107,7 +114,7 @@ async def drive(
     stream: bool,
     hooks: Hooks = NO_HOOKS,
     journal: Journal | None = None,
-) -> AsyncGenerator[_agent.AgentEvent, None]:
+) -> AsyncGenerator[AgentEvent, None]:
     """Run ``agent`` on ``prompt``; the last event is :class:`RunFinished` (or it raises)."""
     if stream and journal is not None:
         raise ValueError("a journaled (durable) run does not stream")
@@ -143,7 +150,7 @@ class _Run:
 
     def __init__(
         self,
-        agent: _agent.Agent[Any],
+        agent: AgentSpec[Any],
         client: LLMClient,
         ctx: CallContext,
         model: str,
@@ -175,7 +182,7 @@ class _Run:
         self.cost = 0.0
         self.steps = 0
         self.reasks = 0
-        self.records: list[_agent.ToolCallRecord] = []
+        self.records: list[ToolCallRecord] = []
         self.last_reply = Message.assistant(None)
 
     def remember(self, message: Message) -> None:
@@ -221,21 +228,21 @@ class _Run:
             self.rejected = reask.problem
         return response.message
 
-    async def stream_reply(self) -> AsyncIterator[_agent.TextDelta]:
+    async def stream_reply(self) -> AsyncIterator[TextDelta]:
         assembler = StreamAssembler()
         async for chunk in self.client.stream(self.request()):
             assembler.add(chunk)
             if chunk.content:
-                yield _agent.TextDelta(chunk.content)
+                yield TextDelta(chunk.content)
         self.account(assembler.usage, assembler.cost_usd)
         self.last_reply = assembler.message()
 
-    async def tool_round(self, reply: Message) -> AsyncIterator[_agent.AgentEvent]:
+    async def tool_round(self, reply: Message) -> AsyncIterator[AgentEvent]:
         agent = self.agent
         calls = reply.tool_calls or []
         # Re-asks for valid output do not count: max_steps bounds the tool loop.
         if self.steps - self.reasks >= agent.max_steps:
-            raise _agent.MaxStepsExceededError(
+            raise MaxStepsExceededError(
                 f"agent {agent.name!r} was still calling tools after {agent.max_steps} step(s)",
                 max_steps=agent.max_steps,
                 agent=agent.name,
@@ -243,7 +250,7 @@ class _Run:
             )
         self.remember(reply)
         for call in calls:
-            yield _agent.ToolCallStarted(call)
+            yield ToolCallStarted(call)
         results = await call_tools(
             self.tools,
             calls,
@@ -255,11 +262,11 @@ class _Run:
             step=self.steps - 1,
         )
         for call, result in zip(calls, results, strict=True):
-            self.records.append(_agent.ToolCallRecord(call, result))
+            self.records.append(ToolCallRecord(call, result))
             self.remember(Message.tool(call.id, result.content))
-            yield _agent.ToolCallFinished(call, result)
+            yield ToolCallFinished(call, result)
 
-    def finish(self, reply: Message) -> _agent.RunFinished[Any] | None:
+    def finish(self, reply: Message) -> RunFinished[Any] | None:
         """The final event, or ``None`` after queueing a re-ask for invalid output."""
         agent = self.agent
         self.remember(reply)
@@ -268,12 +275,12 @@ class _Run:
         if self.rejected is not None:
             value, problem, self.rejected = None, self.rejected, None
         if problem is None:
-            result = _agent.AgentResult[Any](
+            result = AgentResult[Any](
                 value, self.new, self.usage, self.cost, self.steps, self.records, self.run_id
             )
-            return _agent.RunFinished(result)
+            return RunFinished(result)
         if self.reasks >= agent.max_output_retries:
-            raise _agent.OutputValidationError(
+            raise OutputValidationError(
                 f"agent {agent.name!r}: output does not match {agent.output_type.__name__} "
                 f"after {self.reasks + 1} attempt(s): {problem}",
                 last_output=text,
@@ -284,25 +291,6 @@ class _Run:
         self.reasks += 1
         self.remember(Message.user(REASK.format(problem=problem)))
         return None
-
-
-@functools.cache
-def _environment() -> SandboxedEnvironment:
-    # Sandboxed: instructions may come from YAML files or the store, not only from code.
-    # StrictUndefined: a missing variable is a bug, not an empty string in a prompt.
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-
-
-@functools.lru_cache(maxsize=256)
-def _template(source: str) -> jinja2.Template:
-    return _environment().from_string(source)
-
-
-def render_instructions(source: str, variables: Mapping[str, Any]) -> str:
-    """Render a Jinja2 template; raises jinja2 errors (the caller adds context)."""
-    if "{" not in source:  # the common case of plain text skips Jinja entirely
-        return source
-    return _template(source).render(**variables)
 
 
 def add_usage(a: Usage, b: Usage) -> Usage:

@@ -7,14 +7,8 @@ An agent is a cheap, immutable description; everything a run needs at run time (
 The loop: send the conversation and the tool specs; if the model calls tools, run them
 (concurrently) and send their results, errors included, so the model can correct itself;
 otherwise parse the output, re-asking with the validation error a bounded number of times.
-
-Errors::
-
-    ArborError
-    └── AgentError               a run could not produce an output (carries agent, run_id)
-        ├── InstructionsError    the instructions template failed to render
-        ├── MaxStepsExceededError  still calling tools after max_steps model calls
-        └── OutputValidationError  output invalid after max_output_retries re-asks
+The loop lives in :mod:`arbor.agents._loop`; the values it makes (:mod:`arbor.agents.results`)
+and the errors it raises (:mod:`arbor.agents.errors`, drawn there) are re-exported here.
 """
 
 from __future__ import annotations
@@ -22,20 +16,34 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Any, Generic, TypeAlias, TypeVar, cast, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 import jinja2
 from pydantic import BaseModel
 
-from arbor.agents import _loop
+from arbor.agents import _loop, _templates
+from arbor.agents.errors import (
+    AgentError,
+    InstructionsError,
+    MaxStepsExceededError,
+    OutputValidationError,
+)
 from arbor.agents.memory import Memory, MemoryPolicy, Summarizer
 from arbor.agents.plugins import NO_HOOKS, Hooks, Plugin
-from arbor.agents.tools import Tool, ToolResult
-from arbor.core.errors import ArborError
+from arbor.agents.results import (
+    AgentEvent,
+    AgentResult,
+    EventCallback,
+    RunFinished,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallRecord,
+    ToolCallStarted,
+)
+from arbor.agents.tools import Tool
 from arbor.core.ids import new_id
 from arbor.llm.client import LLMClient
-from arbor.llm.types import CallContext, ChatRequest, ChatResponse, Message, ToolCall, Usage
+from arbor.llm.types import CallContext, ChatRequest, ChatResponse, Message
 
 __all__ = [
     "Agent",
@@ -63,83 +71,6 @@ SUMMARIZE = (
 # Frozen, so every agent without its own policy can share it (agents are made by the
 # thousand: instantiation cost matters).
 _DEFAULT_POLICY = MemoryPolicy()
-
-
-class AgentError(ArborError):
-    kind = "agent"
-
-    def __init__(self, message: str, *, agent: str = "", run_id: str = "") -> None:
-        super().__init__(message)
-        self.agent = agent
-        self.run_id = run_id
-
-
-class InstructionsError(AgentError):
-    kind = "instructions"
-
-
-class MaxStepsExceededError(AgentError):
-    kind = "max_steps"
-
-    def __init__(self, message: str, *, max_steps: int, agent: str = "", run_id: str = ""):
-        super().__init__(message, agent=agent, run_id=run_id)
-        self.max_steps = max_steps
-
-
-class OutputValidationError(AgentError):
-    kind = "output_invalid"
-
-    def __init__(
-        self, message: str, *, last_output: str, attempts: int, agent: str = "", run_id: str = ""
-    ) -> None:
-        super().__init__(message, agent=agent, run_id=run_id)
-        self.last_output = last_output
-        self.attempts = attempts
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRecord:
-    call: ToolCall
-    result: ToolResult
-
-
-@dataclass(slots=True)
-class AgentResult(Generic[OutputT]):
-    """What a run produced. ``messages`` are this run's new messages (prompt onward);
-    ``steps`` counts model calls, re-asks included; usage and cost are summed over them."""
-
-    output: OutputT
-    messages: list[Message]
-    usage: Usage
-    cost_usd: float
-    steps: int
-    tool_calls: list[ToolCallRecord]
-    run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallStarted:
-    call: ToolCall
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallFinished:
-    call: ToolCall
-    result: ToolResult
-
-
-@dataclass(frozen=True, slots=True)
-class RunFinished(Generic[OutputT]):
-    result: AgentResult[OutputT]
-
-
-AgentEvent: TypeAlias = TextDelta | ToolCallStarted | ToolCallFinished | RunFinished[Any]
-EventCallback: TypeAlias = Callable[[AgentEvent], Awaitable[None] | None]
 
 
 class Agent(Generic[OutputT]):
@@ -240,7 +171,7 @@ class Agent(Generic[OutputT]):
         variables: dict[str, Any] = dict(deps) if isinstance(deps, Mapping) else {}
         variables.update(deps=deps, agent=self.name)
         try:
-            return _loop.render_instructions(self.instructions, variables)
+            return _templates.render_instructions(self.instructions, variables)
         except jinja2.TemplateError as exc:
             raise InstructionsError(
                 f"agent {self.name!r}: instructions failed to render: {exc}",

@@ -22,8 +22,8 @@ the definition's fixed ``variables``. A required variable missing at run time is
 the role's template (the role then still supplies the default output type and temperature);
 they are a Jinja2 template rendered per run, like any agent's.
 
-Supervision: :class:`Supervisor` counts an agent's failures in the store; ``threshold``
-failures within ``window`` disable it as ``disabled_flapping`` until re-enabled.
+Supervision (:mod:`arbor.agents.supervision`) builds stored agents from their definitions:
+it imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from arbor.agents.agent import Agent, InstructionsError
 from arbor.agents.memory import MemoryPolicy
 from arbor.agents.roles import ROLE_NAMES, ROLES, RoleRenderer, RoleTemplateError, get_role
-from arbor.agents.supervision import AgentDisabledError, Supervisor
 from arbor.agents.tools import Tool
 from arbor.core.errors import ArborError
 
@@ -50,9 +49,7 @@ __all__ = [
     "OUTPUT_TYPES",
     "AgentDefinition",
     "AgentDefinitionError",
-    "AgentDisabledError",
     "RoleAgent",
-    "Supervisor",
     "load_definitions",
 ]
 

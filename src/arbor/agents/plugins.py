@@ -11,23 +11,26 @@ is the exception: it sends the model's reply back with a problem to fix, within 
 
 Inside a workflow node, hooks run on every execution of the node, also when a resumed run
 replays a recorded LLM or tool result instead of repeating the call.
+
+:class:`HookContext` and the call-hook protocol :class:`~arbor.agents.hooks.CallPlugin` live
+in :mod:`arbor.agents.hooks`, below this module and the workflow's node context.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from arbor.agents.hooks import HookContext
 from arbor.agents.tools import ToolResult
 from arbor.core.errors import ArborError
 from arbor.llm.types import ChatRequest, ChatResponse, ToolCall
 
 if TYPE_CHECKING:
-    from arbor.agents.workflow.runner import NodeContext
+    from arbor.agents.workflow.context import NodeContext
 
 __all__ = ["Check", "HookContext", "Hooks", "Plugin", "PluginError", "Reask", "ValidationPlugin"]
 
@@ -65,17 +68,6 @@ class Reask(Exception):
         self.problem = problem
         #: The plugin that re-asked (filled in by :class:`Hooks`).
         self.plugin = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HookContext:
-    """Where an LLM or tool call happens: the agent (None for a node's direct LLM call), the
-    run, and inside a workflow the node and its visit."""
-
-    agent: str | None
-    run_id: str
-    node: str | None = None
-    visit: int | None = None
 
 
 class Plugin:

@@ -5,6 +5,9 @@
 Arboretum does for its GenServers, until someone re-enables it (``arbor agents enable``).
 :meth:`Supervisor.supervise` is the runtime guard: it refuses to run a disabled agent and
 counts a failure when a run raises. Agents not stored under their name run unsupervised.
+
+This module builds stored agents from their definitions, so it imports
+:mod:`arbor.agents.definitions`; definitions know nothing of supervision.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from arbor.agents.agent import Agent
+from arbor.agents.definitions import AgentDefinition
+from arbor.agents.tools import Tool
 from arbor.core.errors import ArborError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; agents import this module
-    from arbor.agents.agent import Agent
-    from arbor.agents.tools import Tool
     from arbor.store.agents import AgentRecord, AgentRepository
 
 __all__ = ["AgentDisabledError", "Supervisor"]
@@ -103,8 +107,6 @@ class Supervisor:
     ) -> Agent[Any]:
         """The stored agent ``name`` built from its definition (its tool names resolved
         against ``tools``); AgentDisabledError if it may not run."""
-        from arbor.agents.definitions import AgentDefinition
-
         record = await self.check_enabled(name)
         return AgentDefinition.from_record(record).build(tools)
 

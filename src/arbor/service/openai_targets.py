@@ -29,8 +29,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from arbor.agents.agent import Agent, AgentError, InstructionsError, RunFinished, TextDelta
-from arbor.agents.definitions import AgentDefinition, RoleAgent, Supervisor
+from arbor.agents.definitions import AgentDefinition, RoleAgent
 from arbor.agents.memory import Memory
+from arbor.agents.supervision import Supervisor
 from arbor.agents.workflow.checkpoints import RunEvent
 from arbor.core.errors import InvalidRequestError, NotFoundError, WorkflowError
 from arbor.core.ids import new_id

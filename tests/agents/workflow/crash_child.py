@@ -5,7 +5,8 @@ node makes one LLM call to the mock upstream, and SIGKILLs itself where told.
 
 PHASE is ``before`` (the previous node has checkpointed, this one has not started) or
 ``after_call`` (this node's LLM call finished and was recorded; the node has not returned).
-Prints the run id, then the final state as JSON.
+Prints the run id, then the final state as JSON. Each node returns a typed partial update
+(a model holding only its own field), so resume is checked on typed updates.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import signal
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 from arbor.agents.workflow import END, NodeContext, Workflow, WorkflowRunner
 from arbor.agents.workflow.sql import SQLCheckpointStore
@@ -38,11 +39,17 @@ class State(BaseModel):
     report: str = ""
 
 
+#: One partial update model per node, e.g. ``plan_update(plan: str)``.
+UPDATES: dict[str, type[BaseModel]] = {
+    name: create_model(f"{name}_update", **{name: (str, ...)}) for name in NODES
+}
+
+
 def build(kill: tuple[str, str] | None) -> Workflow[State]:
     wf = Workflow("crash5", State)
 
     def make(name: str) -> Any:
-        async def node(state: State, ctx: NodeContext) -> dict[str, str]:
+        async def node(state: State, ctx: NodeContext) -> BaseModel:
             if kill == (name, "before"):
                 os.kill(os.getpid(), signal.SIGKILL)
             prev = "|".join(getattr(state, n) for n in NODES if getattr(state, n))
@@ -51,7 +58,7 @@ def build(kill: tuple[str, str] | None) -> Workflow[State]:
             )
             if kill == (name, "after_call"):
                 os.kill(os.getpid(), signal.SIGKILL)
-            return {name: reply.text}
+            return UPDATES[name](**{name: reply.text})
 
         return node
 

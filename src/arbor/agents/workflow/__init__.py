@@ -6,6 +6,7 @@ from arbor.agents.workflow.checkpoints import (
     RunEvent,
     StoredRun,
 )
+from arbor.agents.workflow.context import NodeContext
 from arbor.agents.workflow.events import (
     EVENT_TYPES,
     TERMINAL_EVENTS,
@@ -14,8 +15,8 @@ from arbor.agents.workflow.events import (
     LLMCallData,
     ToolCallData,
 )
-from arbor.agents.workflow.graph import END, Workflow
-from arbor.agents.workflow.runner import NodeContext, NodePlugin, RunResult, WorkflowRunner
+from arbor.agents.workflow.graph import END, NodeUpdate, Workflow
+from arbor.agents.workflow.runner import NodePlugin, RunResult, WorkflowRunner
 
 __all__ = [
     "END",
@@ -28,6 +29,7 @@ __all__ = [
     "LLMCallData",
     "NodeContext",
     "NodePlugin",
+    "NodeUpdate",
     "RunEvent",
     "RunResult",
     "StoredRun",

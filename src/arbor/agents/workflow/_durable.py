@@ -21,7 +21,7 @@ from arbor.agents.workflow.events import LLMCallData, RunEvent, ToolCallData
 from arbor.llm.types import ChatRequest, ChatResponse, ToolCall
 
 if TYPE_CHECKING:
-    from arbor.agents.workflow.runner import NodeContext
+    from arbor.agents.workflow.context import NodeContext
 
 __all__ = ["NodeJournal", "llm_call_event"]
 

@@ -1,14 +1,39 @@
 """A workflow is a typed graph over a typed state.
 
-Nodes are async functions ``(state, ctx) -> dict | None`` returning the keys they change
-(agents run inside such functions). Edges are static (``edge``), conditional (``route``: a
-function of the state picks the next node, e.g. on a reviewer's verdict or a confidence
-score) or parallel (``fan_out``: branches run concurrently, then their ``join`` node once all
-have finished). Loops are ordinary edges back to an earlier node; every node may carry
-``max_visits`` and the whole run ``max_steps``, so no loop runs forever. Adaptive loops are
-first-class (``refine_until``: back to a refining node until the state is good enough, or on
-to the next node once the iteration cap is reached, without failing the run). ``approval`` nodes
-pause a run until someone approves or rejects it.
+A ``Workflow[S]`` runs over a pydantic model ``S``. Its nodes are async functions
+``(state: S, ctx: NodeContext) -> update`` (agents run inside such functions); mypy checks a
+node's state parameter against ``S`` at ``add_node`` and ``@node``, and what routers and loop
+tests read of the state. A node's update is one of:
+
+- ``None``: nothing changed;
+- a partial update model: a pydantic model whose fields are fields of ``S``; only the fields
+  the node set apply, so a default never overwrites the state;
+- ``S`` itself: the fields the node set and changed apply;
+- a mapping of field names to values: the older, untyped form, validated on merge.
+
+::
+
+    class Drafted(BaseModel):  # a partial update: two of Draft's fields
+        code: str
+        iterations: int
+
+    @wf.node()
+    async def write(state: Draft, ctx: NodeContext) -> Drafted:
+        return Drafted(code=..., iterations=state.iterations + 1)
+
+An update model with a field ``S`` lacks is a :class:`~arbor.core.errors.WorkflowError`
+naming the node and the field, when the node is registered (if its return annotation names
+the model) and when it returns one (see :mod:`arbor.agents.workflow._updates`). The runner
+checkpoints the applied fields as JSON.
+
+Edges are static (``edge``), conditional (``route``: a function of the state picks the next
+node, e.g. on a reviewer's verdict or a confidence score) or parallel (``fan_out``: branches
+run concurrently, then their ``join`` node once all have finished). Loops are ordinary edges
+back to an earlier node; every node may carry ``max_visits`` and the whole run
+``max_steps``, so no loop runs forever. Adaptive loops are first-class (``refine_until``:
+back to a refining node until the state is good enough, or on to the next node once the
+iteration cap is reached, without failing the run). ``approval`` nodes pause a run until
+someone approves or rejects it.
 
 The graph is pure data: :class:`~arbor.agents.workflow.runner.WorkflowRunner` executes it.
 """
@@ -17,27 +42,30 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel
 
+from arbor.agents.workflow._updates import NodeUpdate, check_returns
 from arbor.core.errors import WorkflowError
 
 if TYPE_CHECKING:
-    from arbor.agents.workflow.runner import NodeContext
+    from arbor.agents.workflow.context import NodeContext
 
-__all__ = ["END", "Edge", "NodeFn", "NodeSpec", "Workflow"]
+__all__ = ["END", "Edge", "NodeFn", "NodeSpec", "NodeUpdate", "Workflow"]
 
 END = "__end__"
 
 StateT = TypeVar("StateT", bound=BaseModel)
-NodeFn = Callable[[Any, "NodeContext"], Awaitable[Mapping[str, Any] | None]]
+UpdateT = TypeVar("UpdateT", bound=NodeUpdate)
+#: A node of a ``Workflow[StateT]``: the state and the node context in, an update out.
+NodeFn: TypeAlias = Callable[[StateT, "NodeContext"], Awaitable[NodeUpdate]]
 
 
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
     name: str
-    fn: NodeFn | None
+    fn: NodeFn[Any] | None
     kind: Literal["function", "approval"] = "function"
     max_visits: int | None = None
     #: For approval nodes: what the approver is asked.
@@ -69,15 +97,24 @@ class Workflow(Generic[StateT]):
     entry: str | None = None
 
     # ---- building ------------------------------------------------------------------------
-    def add_node(self, name: str, fn: NodeFn, *, max_visits: int | None = None) -> None:
+    def add_node(self, name: str, fn: NodeFn[StateT], *, max_visits: int | None = None) -> None:
+        """Add node ``name`` running ``fn``; WorkflowError when ``fn``'s return annotation
+        names an update model with a field the state lacks."""
+        check_returns(self.name, name, fn, self.state_type)
         self._new_node(NodeSpec(name, fn, "function", max_visits))
 
     def node(
         self, name: str | None = None, *, max_visits: int | None = None
-    ) -> Callable[[NodeFn], NodeFn]:
-        """Decorator form of :meth:`add_node` (the function name is the default node name)."""
+    ) -> Callable[
+        [Callable[[StateT, NodeContext], Awaitable[UpdateT]]],
+        Callable[[StateT, NodeContext], Awaitable[UpdateT]],
+    ]:
+        """Decorator form of :meth:`add_node` (the function name is the default node name);
+        it returns the function unchanged."""
 
-        def register(fn: NodeFn) -> NodeFn:
+        def register(
+            fn: Callable[[StateT, NodeContext], Awaitable[UpdateT]],
+        ) -> Callable[[StateT, NodeContext], Awaitable[UpdateT]]:
             self.add_node(name or str(getattr(fn, "__name__", "node")), fn, max_visits=max_visits)
             return fn
 

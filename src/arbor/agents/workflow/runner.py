@@ -5,6 +5,10 @@ counts, steps) travels inside each checkpoint's delta under ``__scheduler__``, s
 deltas of a run gives both its state and where to continue. After a crash, ``resume`` runs the
 nodes that had not checkpointed; their completed LLM calls and side effects come back from the
 idempotency records instead of being repeated.
+
+A node's update (a partial update model, the state, or a mapping: see
+:mod:`arbor.agents.workflow.graph`) becomes a delta of field → value; ``after_node`` plugins
+see that delta, and the checkpoint stores the fields it names as JSON.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
 from arbor.agents import _loop
-from arbor.agents.agent import Agent, AgentResult
+from arbor.agents.hooks import CallPlugin, HookContext
 from arbor.agents.memory import Memory
-from arbor.agents.plugins import NO_HOOKS, HookContext, Hooks, Plugin
+from arbor.agents.plugins import NO_HOOKS, Hooks, Plugin
+from arbor.agents.results import AgentResult
+from arbor.agents.spec import AgentSpec
 from arbor.agents.workflow._durable import NodeJournal, llm_call_event
+from arbor.agents.workflow._updates import to_delta
 from arbor.agents.workflow.checkpoints import CheckpointStore, RunEvent
+from arbor.agents.workflow.context import NodeContext
 from arbor.agents.workflow.graph import END, Workflow
 from arbor.core.errors import ArborError, WorkflowError
 from arbor.llm.client import LLMClient
@@ -51,8 +59,9 @@ class NodePlugin(Protocol):
 
 
 @dataclass(slots=True)
-class NodeContext:
-    """What a node gets besides the state: ids, the LLM client, and exactly-once helpers."""
+class _NodeVisit:
+    """The runner's :class:`~arbor.agents.workflow.context.NodeContext`: one per node visit,
+    with the run's store, client, resolved plugin hooks and supervisor."""
 
     run_id: str
     node: str
@@ -98,12 +107,12 @@ class NodeContext:
 
     async def run_agent(
         self,
-        agent: Agent[OutputT],
+        agent: AgentSpec[OutputT],
         prompt: str,
         *,
         deps: Any = None,
         memory: Memory | None = None,
-        plugins: Sequence[Plugin] = (),
+        plugins: Sequence[CallPlugin] = (),
     ) -> AgentResult[OutputT]:
         """Run ``agent`` durably: each of its LLM and tool calls happens once across crash
         and resume (see :mod:`arbor.agents.workflow._durable`), hooked by the runner's
@@ -118,7 +127,7 @@ class NodeContext:
             result = await _loop.run(
                 agent, prompt, client, deps, memory, context, hooks=hooks, journal=journal
             )
-            return result
+            return cast(AgentResult[OutputT], result)
 
         if self.supervisor is None:
             return await go()
@@ -291,7 +300,7 @@ class WorkflowRunner(Generic[StateT]):
             )
         if sched.steps + 1 > self.workflow.max_steps:
             raise WorkflowError(f"run exceeded max_steps={self.workflow.max_steps}", run_id=run_id)
-        ctx = NodeContext(run_id, node, visit, self.store, self.client, self.hooks, self.supervisor)
+        ctx = _NodeVisit(run_id, node, visit, self.store, self.client, self.hooks, self.supervisor)
         if spec.kind == "approval":
             return await self._approval(ctx, spec.prompt)
         await self.store.append_event(run_id, RunEvent("node_started", node, {"visit": visit}))
@@ -299,18 +308,19 @@ class WorkflowRunner(Generic[StateT]):
             await self.hooks.before_node(ctx, state)
         assert spec.fn is not None
         try:
-            delta = dict(await spec.fn(state, ctx) or {})
+            update = await spec.fn(state, ctx)
         except ArborError:
             raise
         except Exception as exc:  # a node's own bug: fail the run with its message
             raise WorkflowError(
                 f"node {node!r} raised {type(exc).__name__}: {exc}", run_id=run_id
             ) from exc
+        delta = to_delta(node, update, state, self.workflow.state_type, run_id=run_id)
         if self.hooks.has("after_node"):
             delta = await self.hooks.after_node(ctx, state, delta)
         return delta
 
-    async def _approval(self, ctx: NodeContext, prompt: str) -> dict[str, Any]:
+    async def _approval(self, ctx: _NodeVisit, prompt: str) -> dict[str, Any]:
         decision = await self.store.approval(ctx.run_id, ctx.node, ctx.visit)
         if decision is None:
             await self.store.request_approval(ctx.run_id, ctx.node, ctx.visit)

@@ -11,6 +11,10 @@ zero errors and its register accuracy is at least the best so far (so never belo
 skeleton's). A rejected candidate is recorded with its reason, which the coder gets next time.
 ``state.iterations`` lists every attempt (accepted or not, why, scores); ``state.output`` is
 the best C#, ``state.report`` the summary.
+
+Each node returns a typed partial update of :class:`RenodeState` (``Parsed``, ``Baseline``,
+``Planned``, ``Coded``, ``Gated``, ``Reviewed``, ``Checked``, ``Finished``): only the fields
+it sets apply, so a rejected candidate's ``Gated`` leaves the best version as it was.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from arbor.agents.plugins import HookContext, Plugin
 from arbor.agents.roles import render_instructions
 from arbor.agents.roles.outputs import Review
 from arbor.agents.workflow.checkpoints import RunEvent
+from arbor.agents.workflow.context import NodeContext
 from arbor.agents.workflow.graph import END, Workflow
-from arbor.agents.workflow.runner import NodeContext
 from arbor.apps.renode.compile import compile_models
 from arbor.apps.renode.emitter import EmittedModel, emit_model
 from arbor.apps.renode.outputs import check_robot, repl_snippet, repl_type, robot_suite
@@ -53,7 +57,15 @@ from arbor.llm.types import ChatRequest
 __all__ = [
     "MAX_ITERATIONS",
     "Attempt",
+    "Baseline",
+    "Checked",
+    "Coded",
+    "Finished",
+    "Gated",
+    "Parsed",
+    "Planned",
     "RenodeState",
+    "Reviewed",
     "renode_workflow",
     "score",
     "write_outputs",
@@ -63,6 +75,10 @@ __all__ = [
 MAX_ITERATIONS = 10
 #: Good enough: the best version's confidence and an approving reviewer end the loop early.
 GOOD_CONFIDENCE = 0.9
+
+
+#: A reviewer's verdict on the best version ('' before any review of it).
+Verdict = Literal["", "approve", "revise"]
 
 
 class Attempt(BaseModel):
@@ -97,10 +113,71 @@ class RenodeState(BaseModel):
     best_confidence: float = 0.0
     feedback: str = ""
     review: str = ""
-    verdict: Literal["", "approve", "revise"] = ""
+    verdict: Verdict = ""
     iterations: list[Attempt] = Field(default_factory=list)
     output: str = ""
     report: dict[str, Any] = Field(default_factory=dict)
+
+
+class Parsed(BaseModel):
+    """parse: the register map the run works from."""
+
+    regmap: dict[str, Any]
+
+
+class Baseline(BaseModel):
+    """skeleton: the deterministic model is the first best version."""
+
+    best: str
+    best_accuracy: float
+    best_confidence: float
+    iterations: list[Attempt]
+
+
+class Planned(BaseModel):
+    """plan: the planner's advice and the reference context it was given."""
+
+    plan: str
+    context: str
+
+
+class Coded(BaseModel):
+    """code: the coder's candidate, or why there is none."""
+
+    candidate: str
+    coder_error: str
+
+
+class Gated(BaseModel):
+    """validate: the attempt is recorded either way; ``best*`` are set only when the
+    candidate is accepted (left unset, they keep the state's best version)."""
+
+    iterations: list[Attempt]
+    verdict: Verdict
+    feedback: str
+    best: str = ""
+    best_accuracy: float = 0.0
+    best_confidence: float = 0.0
+
+
+class Reviewed(BaseModel):
+    """review: the reviewer's verdict on the accepted version and its notes."""
+
+    verdict: Verdict
+    review: str
+
+
+class Checked(BaseModel):
+    """check: the last attempt with the review notes that apply to it."""
+
+    iterations: list[Attempt]
+
+
+class Finished(BaseModel):
+    """finish: the best C# and the run's report."""
+
+    output: str
+    report: dict[str, Any]
 
 
 def score(regmap: RegisterMap, source: str) -> Confidence:
@@ -218,7 +295,7 @@ async def _input_map(state: RenodeState, ctx: NodeContext, model: str | None) ->
     return regmap
 
 
-async def _validate(state: RenodeState, ctx: NodeContext, regmap: RegisterMap) -> dict[str, Any]:
+async def _validate(state: RenodeState, ctx: NodeContext, regmap: RegisterMap) -> Gated:
     """The gate over ``state.candidate``: recorded either way, kept only when accepted."""
     conf = await asyncio.to_thread(score, regmap, state.candidate)
     reason = gate(conf, state.best_accuracy)
@@ -230,21 +307,22 @@ async def _validate(state: RenodeState, ctx: NodeContext, regmap: RegisterMap) -
         reason = "unchanged: the edit added nothing"
     attempt = _attempt(len(state.iterations), not reason, reason or "builds; accuracy kept", conf)
     await ctx.emit(RunEvent("iteration", data=attempt.model_dump(mode="json")))
-    delta: dict[str, Any] = {"iterations": [*state.iterations, attempt], "verdict": ""}
+    iterations = [*state.iterations, attempt]
     if reason:
-        return {**delta, "feedback": reason}
-    return {
-        **delta,
-        "feedback": "",
-        "best": state.candidate,
-        "best_accuracy": conf.accuracy.score,
-        "best_confidence": conf.confidence,
-    }
+        return Gated(iterations=iterations, verdict="", feedback=reason)
+    return Gated(
+        iterations=iterations,
+        verdict="",
+        feedback="",
+        best=state.candidate,
+        best_accuracy=conf.accuracy.score,
+        best_confidence=conf.confidence,
+    )
 
 
 async def _review(
     state: RenodeState, ctx: NodeContext, model: str | None, regmap: RegisterMap
-) -> dict[str, Any]:
+) -> Reviewed:
     """The reviewer on the accepted version; its issues are notes for the coder."""
     task = f"A Renode C# model of this register map:\n{regmap_summary(regmap)}\n\n{state.plan}"
     instructions = render_instructions("reviewer", task=task, code=state.best, include_schema=False)
@@ -258,11 +336,11 @@ async def _review(
             deps=instructions,
         )
     except (AgentError, ContextTooLongError) as exc:
-        return {"verdict": "revise", "review": f"(no usable review: {exc})"}
+        return Reviewed(verdict="revise", review=f"(no usable review: {exc})")
     notes = "\n".join(
         f"- [{i.severity}] {i.location}: {i.problem} {i.suggestion}" for i in verdict.issues
     )
-    return {"verdict": verdict.verdict, "review": notes or verdict.summary}
+    return Reviewed(verdict=verdict.verdict, review=notes or verdict.summary)
 
 
 def renode_workflow(
@@ -279,24 +357,24 @@ def renode_workflow(
     def regmap_of(state: RenodeState) -> RegisterMap:
         return RegisterMap.model_validate(state.regmap)
 
-    async def parse(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
+    async def parse(state: RenodeState, ctx: NodeContext) -> Parsed:
         regmap = await _input_map(state, ctx, model)
-        return {"regmap": regmap.model_dump(mode="json")}
+        return Parsed(regmap=regmap.model_dump(mode="json"))
 
-    async def skeleton(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
+    async def skeleton(state: RenodeState, ctx: NodeContext) -> Baseline:
         regmap = regmap_of(state)
         source = emit_model(regmap).source
         conf = await asyncio.to_thread(score, regmap, source)
         first = _attempt(0, True, "deterministic skeleton (baseline)", conf)
         await ctx.emit(RunEvent("iteration", data=first.model_dump(mode="json")))
-        return {
-            "best": source,
-            "best_accuracy": conf.accuracy.score,
-            "best_confidence": conf.confidence,
-            "iterations": [first],
-        }
+        return Baseline(
+            best=source,
+            best_accuracy=conf.accuracy.score,
+            best_confidence=conf.confidence,
+            iterations=[first],
+        )
 
-    async def plan(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
+    async def plan(state: RenodeState, ctx: NodeContext) -> Planned:
         regmap = regmap_of(state)
         query = f"{regmap.peripheral} {regmap.description} registers interrupts"
         context = await asyncio.to_thread(reference, query)
@@ -304,10 +382,10 @@ def renode_workflow(
         try:
             result: Plan = await _run(ctx, agent, planner_prompt(regmap, context), state)
         except (AgentError, ContextTooLongError) as exc:  # a plan is advice: go on without one
-            return {"plan": f"- (the planner gave no usable plan: {exc})", "context": context}
-        return {"plan": result.text(), "context": context}
+            return Planned(plan=f"- (the planner gave no usable plan: {exc})", context=context)
+        return Planned(plan=result.text(), context=context)
 
-    async def code(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
+    async def code(state: RenodeState, ctx: NodeContext) -> Coded:
         regmap = regmap_of(state)
         prompt = coder_prompt(
             regmap, state.best, state.plan, state.feedback, state.review, state.context
@@ -315,22 +393,22 @@ def renode_workflow(
         try:
             reply: str = await _run(ctx, Agent("coder", CODER, model=model), prompt, state)
         except (AgentError, ContextTooLongError) as exc:  # this iteration is lost, not the run
-            return {"candidate": "", "coder_error": str(exc)}
-        return {"candidate": extract_code(reply), "coder_error": ""}
+            return Coded(candidate="", coder_error=str(exc))
+        return Coded(candidate=extract_code(reply), coder_error="")
 
-    async def validate(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
+    async def validate(state: RenodeState, ctx: NodeContext) -> Gated:
         return await _validate(state, ctx, regmap_of(state))
 
-    async def review(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
+    async def review(state: RenodeState, ctx: NodeContext) -> Reviewed:
         return await _review(state, ctx, model, regmap_of(state))
 
-    async def check(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
+    async def check(state: RenodeState, ctx: NodeContext) -> Checked:
         last = state.iterations[-1]
         note = state.review if last.accepted else ""
         updated = [*state.iterations[:-1], last.model_copy(update={"review": note})]
-        return {"iterations": updated}
+        return Checked(iterations=updated)
 
-    async def finish(state: RenodeState, ctx: NodeContext) -> dict[str, Any]:
+    async def finish(state: RenodeState, ctx: NodeContext) -> Finished:
         regmap = regmap_of(state)
         final = await asyncio.to_thread(score, regmap, state.best)
         accepted = [a.iteration for a in state.iterations[1:] if a.accepted]
@@ -346,7 +424,7 @@ def renode_workflow(
             if accepted
             else "deterministic skeleton (no edit accepted)",
         }
-        return {"output": state.best, "report": report}
+        return Finished(output=state.best, report=report)
 
     wf.add_node("parse", parse)
     wf.add_node("skeleton", skeleton)

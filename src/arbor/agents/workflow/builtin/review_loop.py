@@ -2,7 +2,8 @@
 reviewer's issues until it is approved or the iteration cap is reached.
 
 Each agent run is recorded under an idempotency key, so a resumed run never asks the model
-again for a draft or review that was already produced.
+again for a draft or review that was already produced. The writer returns a :class:`Drafted`
+update and the reviewer a :class:`Reviewed` one: each names the state fields it sets.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from pydantic import BaseModel, Field
 from arbor.agents.agent import Agent
 from arbor.agents.roles import render_instructions
 from arbor.agents.roles.outputs import Review
+from arbor.agents.workflow.context import NodeContext
 from arbor.agents.workflow.graph import END, Workflow
-from arbor.agents.workflow.runner import NodeContext
 from arbor.core.errors import WorkflowError
+from arbor.llm.client import LLMClient
 from arbor.llm.types import CallContext
 
-__all__ = ["ReviewLoopState", "review_loop"]
+__all__ = ["Drafted", "ReviewLoopState", "Reviewed", "review_loop"]
 
 WRITER = (
     "You write the deliverable the task asks for: code, text or a plan. Reply with the "
@@ -35,6 +37,20 @@ class ReviewLoopState(BaseModel):
     feedback: str = ""
     iterations: int = 0
     max_iterations: int = Field(3, ge=1, le=20)
+
+
+class Drafted(BaseModel):
+    """The writer's update: a new draft, one more iteration."""
+
+    draft: str
+    iterations: int
+
+
+class Reviewed(BaseModel):
+    """The reviewer's update: its verdict and the issues to fix."""
+
+    verdict: Literal["approve", "revise"]
+    feedback: str
 
 
 def _writer_prompt(state: ReviewLoopState) -> str:
@@ -61,12 +77,12 @@ def review_loop(model: str | None = None) -> Workflow[ReviewLoopState]:
         description="Draft, review, revise until approved or max_iterations.",
     )
 
-    def client_of(ctx: NodeContext) -> Any:
+    def client_of(ctx: NodeContext) -> LLMClient:
         if ctx.client is None:
             raise WorkflowError("review-loop needs an LLM client", run_id=ctx.run_id)
         return ctx.client
 
-    async def write(state: ReviewLoopState, ctx: NodeContext) -> dict[str, Any]:
+    async def write(state: ReviewLoopState, ctx: NodeContext) -> Drafted:
         agent = Agent("writer", WRITER, model=model)
         client = client_of(ctx)
 
@@ -77,9 +93,9 @@ def review_loop(model: str | None = None) -> Workflow[ReviewLoopState]:
             return result.output
 
         draft = await ctx.once("writer", run)
-        return {"draft": draft, "iterations": state.iterations + 1}
+        return Drafted(draft=draft, iterations=state.iterations + 1)
 
-    async def review(state: ReviewLoopState, ctx: NodeContext) -> dict[str, Any]:
+    async def review(state: ReviewLoopState, ctx: NodeContext) -> Reviewed:
         instructions = render_instructions(
             "reviewer", task=state.task, code=state.draft, include_schema=False
         )
@@ -98,7 +114,7 @@ def review_loop(model: str | None = None) -> Workflow[ReviewLoopState]:
             return result.output.model_dump(mode="json")
 
         verdict = Review.model_validate(await ctx.once("reviewer", run))
-        return {"verdict": verdict.verdict, "feedback": _feedback(verdict)}
+        return Reviewed(verdict=verdict.verdict, feedback=_feedback(verdict))
 
     wf.add_node("write", write)
     wf.add_node("review", review)
