@@ -209,6 +209,21 @@ async def test_a_node_returning_something_else_fails_clearly() -> None:
     assert "node 'odd' returned str" in (result.error or "")
 
 
+async def test_returning_the_given_state_object_is_refused() -> None:
+    """Its in-place changes could not be told apart from the state it was given."""
+    wf = Workflow("in-place", Doc)
+
+    async def append(state: Doc, ctx: NodeContext) -> Doc:
+        state.notes.append("lost?")
+        return state
+
+    wf.add_node("append", append)
+    wf.edge("append", END)
+    result, _ = await _run(wf)
+    assert result.status == "failed"
+    assert "returned the state object it was given" in (result.error or "")
+
+
 async def test_plugins_see_a_typed_update_as_a_delta_of_its_set_fields() -> None:
     seen: list[dict[str, Any]] = []
 

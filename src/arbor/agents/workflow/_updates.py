@@ -7,8 +7,8 @@ A node of a ``Workflow[S]`` returns one of:
   the fields the node set (``model_fields_set``) apply, so defaults never overwrite state;
 - ``S`` itself: the fields it set whose values differ from the state the node was given
   (parallel branches that each return a modified copy do not undo each other's work). So a
-  node must not mutate the state it is given: a list appended to in place equals itself
-  and is not applied; return ``state.model_copy(update={...})`` instead;
+  node must not mutate the state it is given: returning the given object itself is refused
+  (its in-place changes cannot be told apart), so return ``state.model_copy(update={...})``;
 - a mapping of field → value (the older, untyped form), validated against ``S`` on merge.
 
 An update model with a field ``S`` lacks is refused twice: when the node is registered, if
@@ -58,6 +58,12 @@ def to_delta(
     ran on), as field → value."""
     if update is None:
         return {}
+    if update is given:  # changed in place, if at all: nothing to tell the changes by
+        raise WorkflowError(
+            f"node {node!r} returned the state object it was given; return "
+            f"state.model_copy(update={{...}}) or a partial update model instead",
+            run_id=run_id,
+        )
     if isinstance(update, BaseModel):
         _check_fields(type(update), state_type, f"node {node!r}", run_id)
         chosen = update.model_fields_set
