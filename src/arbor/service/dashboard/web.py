@@ -46,6 +46,7 @@ __all__ = [
     "dashboard_of",
     "render",
     "see_other",
+    "template_environment",
 ]
 
 log = structlog.get_logger("arbor.service.dashboard")
@@ -88,16 +89,23 @@ class Dashboard:
         self.sessions = SessionStore()
         self.throttle = LoginThrottle()
         self.history = MetricsHistory()
-        self.templates = Environment(
-            loader=PackageLoader("arbor.service.dashboard", "templates"),
-            autoescape=select_autoescape(default=True, default_for_string=True),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.templates.filters["when"] = _when
-        self.templates.filters["number"] = _number
-        self.templates.filters["usd"] = _usd
+        self.templates = template_environment()
+
+
+def template_environment() -> Environment:
+    """The pages' Jinja environment: autoescaped, strict about undefined names, with the
+    ``when``, ``number`` and ``usd`` filters."""
+    env = Environment(
+        loader=PackageLoader("arbor.service.dashboard", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["number"] = _number
+    env.filters["usd"] = _usd
+    return env
 
 
 def dashboard_of(request: Request) -> Dashboard:
