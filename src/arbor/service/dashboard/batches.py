@@ -24,6 +24,7 @@ from arbor.service.dashboard.web import (
     DashboardRoute,
     Viewer,
     dashboard_of,
+    page_url,
     render,
     see_other,
 )
@@ -75,7 +76,7 @@ async def list_batches(
     return render(
         request,
         "batches.html",
-        refresh_url=_self_url(request),
+        refresh_url=page_url(request),
         batches=rows,
         live=any(r["active"] for r in rows),
         next_cursor=next_cursor,
@@ -108,7 +109,7 @@ async def show_batch(
     return render(
         request,
         "batch.html",
-        refresh_url=_self_url(request),
+        refresh_url=page_url(request),
         b=await _row(manager, record, rate=True),
         spec=json.dumps(record.spec, indent=2, ensure_ascii=False),
         items=items,
@@ -209,10 +210,6 @@ def _budget(text: str) -> float | None:
     if not 0 <= value <= 1e9:
         raise InvalidRequestError("budget_usd: must be between 0 and 1e9")
     return value
-
-
-def _self_url(request: Request) -> str:
-    return str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
 
 
 async def _row(manager: BatchManager, record: BatchRecord, *, rate: bool) -> dict[str, Any]:

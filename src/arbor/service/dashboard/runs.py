@@ -24,6 +24,7 @@ from arbor.service.dashboard.web import (
     DashboardRoute,
     Viewer,
     dashboard_of,
+    page_url,
     render,
     see_other,
 )
@@ -71,7 +72,7 @@ async def list_runs(
     return render(
         request,
         "runs.html",
-        refresh_url=str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
+        refresh_url=page_url(request),
         runs=page.runs,
         next_cursor=page.next_cursor,
         status=status,

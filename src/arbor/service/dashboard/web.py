@@ -44,6 +44,7 @@ __all__ = [
     "LoginRequired",
     "Viewer",
     "dashboard_of",
+    "page_url",
     "render",
     "see_other",
     "template_environment",
@@ -170,6 +171,12 @@ def render(
     return HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)
 
 
+def page_url(request: Request) -> str:
+    """The path and query of ``request``: what a page polls to refresh itself, and where a
+    login sends the person back to."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 def see_other(url: str) -> RedirectResponse:
     """After a successful POST: a GET of ``url`` (no resubmission on reload)."""
     return RedirectResponse(url, status_code=303)
@@ -200,7 +207,7 @@ class DashboardRoute(APIRoute):
 
 
 def _to_login(request: Request) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = page_url(request)
     url = "/login" if target == "/" else f"/login?next={quote(target, safe='/')}"
     if request.headers.get("hx-request") == "true":
         return Response(status_code=401, headers={"HX-Redirect": url})
