@@ -27,6 +27,7 @@ from arbor.service.dashboard.web import (
     page_url,
     render,
     see_other,
+    status_filter,
 )
 from arbor.service.errors import ForbiddenError
 from arbor.store.batches import BatchItemStatus, BatchRecord, BatchStatus
@@ -61,12 +62,10 @@ async def list_batches(
     status: Annotated[str, Query(max_length=40)] = "",
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
-    if status and status not in _STATUSES:
-        raise InvalidRequestError(f"status: must be one of {', '.join(_STATUSES)}")
     manager = _manager(request)
     try:
         records, next_cursor = await manager.page(
-            status=status or None,
+            status=status_filter(status, _STATUSES),
             limit=_PAGE,
             cursor=cursor,
         )
@@ -93,8 +92,7 @@ async def show_batch(
     status: Annotated[str, Query(max_length=40)] = "",
     cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> Response:
-    if status and status not in _ITEM_STATUSES:
-        raise InvalidRequestError(f"status: must be one of {', '.join(_ITEM_STATUSES)}")
+    only = status_filter(status, _ITEM_STATUSES)
     manager = _manager(request)
     record = await manager.repo.get(batch_id, progress=True)
     after = -1 if cursor is None else cursor
@@ -102,7 +100,7 @@ async def show_batch(
         batch_id,
         after=after,
         limit=_PAGE + 1,
-        status=status or None,
+        status=only,
     )
     more = len(items) > _PAGE
     items = items[:_PAGE]

@@ -27,6 +27,7 @@ from arbor.service.dashboard.web import (
     page_url,
     render,
     see_other,
+    status_filter,
 )
 from arbor.service.errors import ForbiddenError
 from arbor.service.problems import problem_for
@@ -57,12 +58,10 @@ async def list_runs(
     workflow: Annotated[str, Query(max_length=200)] = "",
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
-    if status and status not in _STATUSES:
-        raise InvalidRequestError(f"status: must be one of {', '.join(_STATUSES)}")
     runs = manager_of(dashboard_of(request))
     try:
         page = await runs.store.runs.list(
-            status=status or None,
+            status=status_filter(status, _STATUSES),
             workflow=workflow or None,
             limit=_PAGE,
             cursor=cursor,

@@ -9,9 +9,9 @@ token is missing or wrong is refused 403 before the handler runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import structlog
@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from arbor.core.errors import ArborError, NotFoundError
+from arbor.core.errors import ArborError, InvalidRequestError, NotFoundError
 from arbor.service.context import ServiceContext
 from arbor.service.dashboard.charts import MetricsHistory
 from arbor.service.dashboard.sessions import (
@@ -47,10 +47,13 @@ __all__ = [
     "page_url",
     "render",
     "see_other",
+    "status_filter",
     "template_environment",
 ]
 
 log = structlog.get_logger("arbor.service.dashboard")
+
+StatusT = TypeVar("StatusT", bound=str)
 
 SESSION_COOKIE = "arbor_session"
 LOGIN_COOKIE = "arbor_login"
@@ -175,6 +178,17 @@ def page_url(request: Request) -> str:
     """The path and query of ``request``: what a page polls to refresh itself, and where a
     login sends the person back to."""
     return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def status_filter(status: str, allowed: Sequence[StatusT]) -> StatusT | None:
+    """A list page's ``status`` query parameter: None (any status) when empty, else the one
+    of ``allowed`` it names."""
+    if not status:
+        return None
+    for known in allowed:
+        if known == status:
+            return known
+    raise InvalidRequestError(f"status: must be one of {', '.join(allowed)}")
 
 
 def see_other(url: str) -> RedirectResponse:
