@@ -72,14 +72,7 @@ async def create_key(
         body = KeyCreate.model_validate(fields, strict=False)  # form fields are text
     except ValidationError as exc:
         return await _page(request, error=_first_error(exc), status_code=422)
-    new = await dashboard_of(request).ctx.keys.create(
-        body.name,
-        scopes=body.scopes,
-        expires_at=body.expiry(),
-        rpm=body.rpm,
-        tpm=body.tpm,
-        budget_usd=body.budget_usd,
-    )
+    new = await body.create_in(dashboard_of(request).ctx.keys)
     return await _page(request, shown=new, status_code=201)
 
 
