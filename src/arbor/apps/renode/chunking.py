@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import tree_sitter_c_sharp
@@ -117,13 +118,19 @@ def _headed(path: str, qualified: str, body: str) -> TextChunk:
 def _pack(parts: list[str]) -> list[str]:
     """Consecutive parts joined up to TARGET_CHARS; a part over MAX_CHARS is cut first."""
     pieces = [p for part in parts if part.strip() for p in _cut_lines(_dedent(part))]
+    return _greedy(pieces, TARGET_CHARS, "\n\n")
+
+
+def _greedy(pieces: Iterable[str], limit: int, sep: str) -> list[str]:
+    """Consecutive pieces joined with ``sep`` while the result stays within ``limit`` (a
+    piece longer than that stands alone)."""
     out: list[str] = []
     current = ""
     for piece in pieces:
-        if current and len(current) + len(piece) + 2 > TARGET_CHARS:
+        if current and len(current) + len(sep) + len(piece) > limit:
             out.append(current)
             current = ""
-        current = f"{current}\n\n{piece}" if current else piece
+        current = f"{current}{sep}{piece}" if current else piece
     if current:
         out.append(current)
     return out
@@ -234,13 +241,4 @@ def _cut_words(paragraph: str, limit: int = TARGET_CHARS) -> list[str]:
     units: list[str] = []
     for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
         units.extend([sentence] if len(sentence) <= limit else sentence.split())
-    out: list[str] = []
-    current = ""
-    for unit in units:
-        if current and len(current) + len(unit) + 1 > limit:
-            out.append(current)
-            current = ""
-        current = f"{current} {unit}" if current else unit[:limit]
-    if current:
-        out.append(current)
-    return out
+    return _greedy((unit[:limit] for unit in units), limit, " ")

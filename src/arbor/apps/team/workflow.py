@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -40,7 +40,7 @@ from arbor.agents.roles.outputs import (
     TestSuite,
 )
 from arbor.agents.workflow.checkpoints import RunEvent
-from arbor.agents.workflow.graph import END, Workflow
+from arbor.agents.workflow.graph import END, NodeFn, Workflow
 from arbor.agents.workflow.runner import NodeContext
 from arbor.apps.team.files import allowed_for, fenced_files, render_files
 from arbor.apps.team.state import (
@@ -290,6 +290,64 @@ async def _run_tests(sandbox: Sandbox, state: TeamState, number: int) -> dict[st
     }
 
 
+_FilesField = Literal["code_files", "test_files", "devops_files", "doc_files"]
+
+
+@dataclass(frozen=True)
+class _FileRole:
+    """A role that reads the requirements and some files, and writes files of its kind.
+
+    ``agent`` names its prompt, ``output_type`` its reply and ``task`` the message it gets;
+    ``writes`` is the kind of file it may write (:func:`allowed_for`); ``shows`` are the
+    files it sees as ``code``; ``files``, ``usage`` and ``notes`` are the fields it sets (a
+    parallel branch has usage and notes fields of its own: concurrent deltas must not
+    overlap); ``if_none_written`` is noted when it wrote nothing.
+    """
+
+    agent: str
+    output_type: type[BaseModel]
+    task: str
+    writes: str
+    shows: tuple[_FilesField, ...]
+    files: _FilesField
+    usage: Literal["usage", "qa_usage", "devops_usage"]
+    notes: Literal["notes", "qa_notes", "devops_notes"]
+    if_none_written: str | None = None
+
+
+_QA = _FileRole(
+    "qa_engineer",
+    TestSuite,
+    "Write the tests now.",
+    writes="qa",
+    shows=("code_files",),
+    files="test_files",
+    usage="qa_usage",
+    notes="qa_notes",
+    if_none_written="qa: the reply held no usable test files",
+)
+_DEVOPS = _FileRole(
+    "devops_engineer",
+    DevOpsFiles,
+    "Write the build, container and CI files now.",
+    writes="devops",
+    shows=("code_files",),
+    files="devops_files",
+    usage="devops_usage",
+    notes="devops_notes",
+)
+_WRITER = _FileRole(
+    "technical_writer",
+    Docs,
+    "Write the README now.",
+    writes="writer",
+    shows=("code_files", "devops_files"),
+    files="doc_files",
+    usage="usage",
+    notes="notes",
+)
+
+
 class _Team:
     """The nodes, bound to one configuration."""
 
@@ -344,41 +402,32 @@ class _Team:
             "notes": [*state.notes, *notes],
         }
 
-    async def qa(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
-        variables = {
-            "requirements": state.requirements_text,
-            "code": render_files(state.code_files),
-        }
-        reply = await _ask(
-            ctx,
-            self.config,
-            "qa_engineer",
-            TestSuite,
-            variables,
-            "Write the tests now.",
-            max_tokens=state.max_tokens,
-        )
-        written, notes = await _write(ctx, self.config, "qa", _files_of(reply))
-        if not written:
-            notes.append("qa: the reply held no usable test files")
-        return {"test_files": written, "qa_usage": [reply.usage], "qa_notes": notes}
+    def role_node(self, role: _FileRole) -> NodeFn:
+        """The node of ``role``: shown the requirements and some of the files so far, it
+        writes files of its own kind."""
 
-    async def devops(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
-        variables = {
-            "requirements": state.requirements_text,
-            "code": render_files(state.code_files),
-        }
-        reply = await _ask(
-            ctx,
-            self.config,
-            "devops_engineer",
-            DevOpsFiles,
-            variables,
-            "Write the build, container and CI files now.",
-            max_tokens=state.max_tokens,
-        )
-        written, notes = await _write(ctx, self.config, "devops", _files_of(reply))
-        return {"devops_files": written, "devops_usage": [reply.usage], "devops_notes": notes}
+        async def node(state: TeamState, ctx: NodeContext) -> dict[str, Any]:
+            shown = [spec for name in role.shows for spec in getattr(state, name)]
+            variables = {"requirements": state.requirements_text, "code": render_files(shown)}
+            reply = await _ask(
+                ctx,
+                self.config,
+                role.agent,
+                role.output_type,
+                variables,
+                role.task,
+                max_tokens=state.max_tokens,
+            )
+            written, notes = await _write(ctx, self.config, role.writes, _files_of(reply))
+            if not written and role.if_none_written is not None:
+                notes.append(role.if_none_written)
+            return {
+                role.files: written,
+                role.usage: [*getattr(state, role.usage), reply.usage],
+                role.notes: [*getattr(state, role.notes), *notes],
+            }
+
+        return node
 
     async def test(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
         number = len(state.iterations) + 1
@@ -400,27 +449,6 @@ class _Team:
         if not state.test_files:
             return "writer"
         return "fix"
-
-    async def writer(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
-        variables = {
-            "requirements": state.requirements_text,
-            "code": render_files([*state.code_files, *state.devops_files]),
-        }
-        reply = await _ask(
-            ctx,
-            self.config,
-            "technical_writer",
-            Docs,
-            variables,
-            "Write the README now.",
-            max_tokens=state.max_tokens,
-        )
-        written, notes = await _write(ctx, self.config, "writer", _files_of(reply))
-        return {
-            "doc_files": written,
-            "usage": [*state.usage, reply.usage],
-            "notes": [*state.notes, *notes],
-        }
 
     async def report(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
         ws = await asyncio.to_thread(_workspace, self.config, ctx.run_id)
@@ -488,11 +516,11 @@ def build_team_workflow(config: TeamConfig) -> Workflow[TeamState]:
     t = _Team(config)
     wf.add_node("analyst", t.analyst)
     wf.add_node("developer", t.develop)
-    wf.add_node("qa", t.qa)
-    wf.add_node("devops", t.devops)
+    wf.add_node("qa", t.role_node(_QA))
+    wf.add_node("devops", t.role_node(_DEVOPS))
     wf.add_node("test", t.test, max_visits=config.max_iterations)
     wf.add_node("fix", t.develop, max_visits=config.max_iterations)
-    wf.add_node("writer", t.writer)
+    wf.add_node("writer", t.role_node(_WRITER))
     wf.add_node("report", t.report)
     wf.add_approval(
         "approve_publish", prompt="Copy the generated project out of its workspace (publish)?"

@@ -24,6 +24,7 @@ from arbor.service.dashboard.web import (
     dashboard_of,
     render,
     see_other,
+    status_filter,
 )
 from arbor.service.errors import ForbiddenError
 from arbor.service.problems import problem_for
@@ -55,10 +56,8 @@ _FORM_FIELDS = frozenset(
 
 @router.get("/agents")
 async def list_agents(request: Request, session: Viewer, status: str = "") -> Response:
-    if status and status not in _STATUSES:
-        raise InvalidRequestError(f"status: must be one of {', '.join(_STATUSES)}")
     repo = AgentRepository(dashboard_of(request).ctx.db)
-    agents = await repo.list(status=status or None)
+    agents = await repo.list(status=status_filter(status, _STATUSES))
     return render(request, "agents.html", agents=agents, status=status, statuses=_STATUSES)
 
 

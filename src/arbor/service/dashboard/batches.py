@@ -24,8 +24,10 @@ from arbor.service.dashboard.web import (
     DashboardRoute,
     Viewer,
     dashboard_of,
+    page_url,
     render,
     see_other,
+    status_filter,
 )
 from arbor.service.errors import ForbiddenError
 from arbor.store.batches import BatchItemStatus, BatchRecord, BatchStatus
@@ -60,12 +62,10 @@ async def list_batches(
     status: Annotated[str, Query(max_length=40)] = "",
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
-    if status and status not in _STATUSES:
-        raise InvalidRequestError(f"status: must be one of {', '.join(_STATUSES)}")
     manager = _manager(request)
     try:
         records, next_cursor = await manager.page(
-            status=status or None,
+            status=status_filter(status, _STATUSES),
             limit=_PAGE,
             cursor=cursor,
         )
@@ -75,7 +75,7 @@ async def list_batches(
     return render(
         request,
         "batches.html",
-        refresh_url=_self_url(request),
+        refresh_url=page_url(request),
         batches=rows,
         live=any(r["active"] for r in rows),
         next_cursor=next_cursor,
@@ -92,8 +92,7 @@ async def show_batch(
     status: Annotated[str, Query(max_length=40)] = "",
     cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> Response:
-    if status and status not in _ITEM_STATUSES:
-        raise InvalidRequestError(f"status: must be one of {', '.join(_ITEM_STATUSES)}")
+    only = status_filter(status, _ITEM_STATUSES)
     manager = _manager(request)
     record = await manager.repo.get(batch_id, progress=True)
     after = -1 if cursor is None else cursor
@@ -101,14 +100,14 @@ async def show_batch(
         batch_id,
         after=after,
         limit=_PAGE + 1,
-        status=status or None,
+        status=only,
     )
     more = len(items) > _PAGE
     items = items[:_PAGE]
     return render(
         request,
         "batch.html",
-        refresh_url=_self_url(request),
+        refresh_url=page_url(request),
         b=await _row(manager, record, rate=True),
         spec=json.dumps(record.spec, indent=2, ensure_ascii=False),
         items=items,
@@ -209,10 +208,6 @@ def _budget(text: str) -> float | None:
     if not 0 <= value <= 1e9:
         raise InvalidRequestError("budget_usd: must be between 0 and 1e9")
     return value
-
-
-def _self_url(request: Request) -> str:
-    return str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
 
 
 async def _row(manager: BatchManager, record: BatchRecord, *, rate: bool) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, Response
 from pydantic import ValidationError
 
-from arbor.core.errors import InvalidRequestError, NotFoundError
+from arbor.core.errors import NotFoundError
 from arbor.service.dashboard.sessions import Session
 from arbor.service.dashboard.web import (
     SESSION_COOKIE,
@@ -23,6 +23,7 @@ from arbor.service.dashboard.web import (
     dashboard_of,
     render,
     see_other,
+    status_filter,
 )
 from arbor.service.errors import ForbiddenError
 from arbor.store import KeyScope, NewKey
@@ -40,8 +41,7 @@ async def list_keys(
     request: Request, session: Viewer, status: Annotated[str, Query(max_length=20)] = ""
 ) -> Response:
     _require_admin(session)
-    if status and status not in _STATUSES:
-        raise InvalidRequestError(f"status: must be one of {', '.join(_STATUSES)}")
+    status_filter(status, _STATUSES)
     return await _page(request, status=status)
 
 
@@ -72,14 +72,7 @@ async def create_key(
         body = KeyCreate.model_validate(fields, strict=False)  # form fields are text
     except ValidationError as exc:
         return await _page(request, error=_first_error(exc), status_code=422)
-    new = await dashboard_of(request).ctx.keys.create(
-        body.name,
-        scopes=body.scopes,
-        expires_at=body.expiry(),
-        rpm=body.rpm,
-        tpm=body.tpm,
-        budget_usd=body.budget_usd,
-    )
+    new = await body.create_in(dashboard_of(request).ctx.keys)
     return await _page(request, shown=new, status_code=201)
 
 

@@ -24,8 +24,10 @@ from arbor.service.dashboard.web import (
     DashboardRoute,
     Viewer,
     dashboard_of,
+    page_url,
     render,
     see_other,
+    status_filter,
 )
 from arbor.service.errors import ForbiddenError
 from arbor.service.problems import problem_for
@@ -56,12 +58,10 @@ async def list_runs(
     workflow: Annotated[str, Query(max_length=200)] = "",
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
-    if status and status not in _STATUSES:
-        raise InvalidRequestError(f"status: must be one of {', '.join(_STATUSES)}")
     runs = manager_of(dashboard_of(request))
     try:
         page = await runs.store.runs.list(
-            status=status or None,
+            status=status_filter(status, _STATUSES),
             workflow=workflow or None,
             limit=_PAGE,
             cursor=cursor,
@@ -71,7 +71,7 @@ async def list_runs(
     return render(
         request,
         "runs.html",
-        refresh_url=str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
+        refresh_url=page_url(request),
         runs=page.runs,
         next_cursor=page.next_cursor,
         status=status,

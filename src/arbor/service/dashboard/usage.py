@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from arbor.core.errors import InvalidRequestError
 from arbor.service.dashboard.charts import bars
 from arbor.service.dashboard.web import DashboardRoute, Viewer, dashboard_of, render
-from arbor.service.errors import ForbiddenError
+from arbor.service.routes.usage import UsageTotals, readable_key
 from arbor.store import AgentRepository, UsageGroupBy, UsageRepository
 
 __all__ = ["router"]
@@ -40,16 +40,13 @@ async def usage(
     stop = _day("until", until)
     if start is not None and stop is not None and start > stop:
         raise InvalidRequestError("since: must not be after until")
-    if not session.can("admin"):
-        if key_id and key_id != session.key_id:
-            raise ForbiddenError("only an admin key may read another key's usage")
-        key_id = session.key_id
+    only = readable_key(key_id or None, own=session.key_id, admin=session.can("admin"))
     ctx = dashboard_of(request).ctx
     rows = await UsageRepository(ctx.db).summary(
         group_by,
         since=datetime.combine(start, time(), tzinfo=UTC) if start else None,
         until=datetime.combine(stop + timedelta(days=1), time(), tzinfo=UTC) if stop else None,
-        key_id=key_id or None,
+        key_id=only,
     )
     names = await _names(request, group_by, session.can("admin"))
     labelled = [(r, names.get(r.group or "", "")) for r in rows]
@@ -62,16 +59,10 @@ async def usage(
         group_by=group_by,
         since=since,
         until=until,
-        key_id=key_id,
+        key_id=only or "",
         token_bars=bars((label[r.group], float(r.input_tokens + r.output_tokens)) for r in rows),
         cost_bars=bars((label[r.group], r.cost_usd) for r in rows),
-        totals={
-            "requests": sum(r.requests for r in rows),
-            "errors": sum(r.errors for r in rows),
-            "input_tokens": sum(r.input_tokens for r in rows),
-            "output_tokens": sum(r.output_tokens for r in rows),
-            "cost_usd": sum(r.cost_usd for r in rows),
-        },
+        totals=UsageTotals.of(rows),
     )
 
 

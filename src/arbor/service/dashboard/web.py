@@ -9,9 +9,9 @@ token is missing or wrong is refused 403 before the handler runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import structlog
@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from arbor.core.errors import ArborError, NotFoundError
+from arbor.core.errors import ArborError, InvalidRequestError, NotFoundError
 from arbor.service.context import ServiceContext
 from arbor.service.dashboard.charts import MetricsHistory
 from arbor.service.dashboard.sessions import (
@@ -44,11 +44,16 @@ __all__ = [
     "LoginRequired",
     "Viewer",
     "dashboard_of",
+    "page_url",
     "render",
     "see_other",
+    "status_filter",
+    "template_environment",
 ]
 
 log = structlog.get_logger("arbor.service.dashboard")
+
+StatusT = TypeVar("StatusT", bound=str)
 
 SESSION_COOKIE = "arbor_session"
 LOGIN_COOKIE = "arbor_login"
@@ -88,16 +93,23 @@ class Dashboard:
         self.sessions = SessionStore()
         self.throttle = LoginThrottle()
         self.history = MetricsHistory()
-        self.templates = Environment(
-            loader=PackageLoader("arbor.service.dashboard", "templates"),
-            autoescape=select_autoescape(default=True, default_for_string=True),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.templates.filters["when"] = _when
-        self.templates.filters["number"] = _number
-        self.templates.filters["usd"] = _usd
+        self.templates = template_environment()
+
+
+def template_environment() -> Environment:
+    """The pages' Jinja environment: autoescaped, strict about undefined names, with the
+    ``when``, ``number`` and ``usd`` filters."""
+    env = Environment(
+        loader=PackageLoader("arbor.service.dashboard", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["number"] = _number
+    env.filters["usd"] = _usd
+    return env
 
 
 def dashboard_of(request: Request) -> Dashboard:
@@ -162,6 +174,23 @@ def render(
     return HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)
 
 
+def page_url(request: Request) -> str:
+    """The path and query of ``request``: what a page polls to refresh itself, and where a
+    login sends the person back to."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def status_filter(status: str, allowed: Sequence[StatusT]) -> StatusT | None:
+    """A list page's ``status`` query parameter: None (any status) when empty, else the one
+    of ``allowed`` it names."""
+    if not status:
+        return None
+    for known in allowed:
+        if known == status:
+            return known
+    raise InvalidRequestError(f"status: must be one of {', '.join(allowed)}")
+
+
 def see_other(url: str) -> RedirectResponse:
     """After a successful POST: a GET of ``url`` (no resubmission on reload)."""
     return RedirectResponse(url, status_code=303)
@@ -192,7 +221,7 @@ class DashboardRoute(APIRoute):
 
 
 def _to_login(request: Request) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = page_url(request)
     url = "/login" if target == "/" else f"/login?next={quote(target, safe='/')}"
     if request.headers.get("hx-request") == "true":
         return Response(status_code=401, headers={"HX-Redirect": url})

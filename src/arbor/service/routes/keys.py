@@ -15,7 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from arbor.core.errors import InvalidRequestError
 from arbor.service.deps import AdminKey, Ctx, KeyFirstRoute
-from arbor.store import KeyRecord, KeyScope, KeyStatus
+from arbor.store import KeyRecord, KeyRepository, KeyScope, KeyStatus, NewKey
 
 __all__ = ["KeyCreate", "KeyCreated", "KeyPublic", "KeyUpdate", "router"]
 
@@ -54,6 +54,17 @@ class KeyCreate(_Strict):
         if self.expires_in is not None:
             return datetime.now(UTC) + timedelta(seconds=self.expires_in)
         return self.expires_at
+
+    async def create_in(self, keys: KeyRepository) -> NewKey:
+        """The key this request describes, made in ``keys`` (for the API and the dashboard)."""
+        return await keys.create(
+            self.name,
+            scopes=self.scopes,
+            expires_at=self.expiry(),
+            rpm=self.rpm,
+            tpm=self.tpm,
+            budget_usd=self.budget_usd,
+        )
 
 
 class KeyUpdate(_Strict):
@@ -109,14 +120,7 @@ class KeyCreated(KeyPublic):
 @router.post("", status_code=201, response_model=KeyCreated)
 async def create_key(body: KeyCreate, ctx: Ctx, _admin: AdminKey) -> KeyCreated:
     """Create a key; the response is the only time the key is shown."""
-    new = await ctx.keys.create(
-        body.name,
-        scopes=body.scopes,
-        expires_at=body.expiry(),
-        rpm=body.rpm,
-        tpm=body.tpm,
-        budget_usd=body.budget_usd,
-    )
+    new = await body.create_in(ctx.keys)
     return KeyCreated(**KeyPublic.of(new.record).model_dump(), key=new.key)
 
 

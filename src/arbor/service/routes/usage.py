@@ -8,6 +8,7 @@ included) or an ISO datetime (``since`` included, ``until`` excluded; no zone me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
@@ -19,7 +20,7 @@ from arbor.service.deps import Ctx, KeyFirstRoute, ReadKey
 from arbor.service.errors import ForbiddenError
 from arbor.store import UsageGroupBy, UsageRepository, UsageSummaryRow
 
-__all__ = ["UsageGroup", "UsagePublic", "UsageTotals", "router"]
+__all__ = ["UsageGroup", "UsagePublic", "UsageTotals", "readable_key", "router"]
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"], route_class=KeyFirstRoute)
 
@@ -31,6 +32,18 @@ class UsageTotals(BaseModel):
     output_tokens: int
     cached_input_tokens: int
     cost_usd: float
+
+    @classmethod
+    def of(cls, rows: Sequence[UsageSummaryRow]) -> UsageTotals:
+        """The sum of ``rows`` (the cost rounded clear of float noise)."""
+        return cls(
+            requests=sum(r.requests for r in rows),
+            errors=sum(r.errors for r in rows),
+            input_tokens=sum(r.input_tokens for r in rows),
+            output_tokens=sum(r.output_tokens for r in rows),
+            cached_input_tokens=sum(r.cached_input_tokens for r in rows),
+            cost_usd=round(sum(r.cost_usd for r in rows), 10),
+        )
 
 
 class UsageGroup(UsageTotals):
@@ -62,37 +75,26 @@ async def get_usage(
     stop = _bound("until", until, end=True)
     if start is not None and stop is not None and start >= stop:
         raise InvalidRequestError("since: must be before until")
-    if not key.is_admin:
-        if key_id is not None and key_id != key.key_id:
-            raise ForbiddenError("only an admin key may read another key's usage")
-        key_id = key.key_id
+    key_id = readable_key(key_id, own=key.key_id, admin=key.is_admin)
     rows = await UsageRepository(ctx.db).summary(group_by, since=start, until=stop, key_id=key_id)
     return UsagePublic(
         group_by=group_by,
         since=start,
         until=stop,
         key_id=key_id,
-        groups=[UsageGroup(group=r.group, **_totals(r).model_dump()) for r in rows],
-        totals=UsageTotals(
-            requests=sum(r.requests for r in rows),
-            errors=sum(r.errors for r in rows),
-            input_tokens=sum(r.input_tokens for r in rows),
-            output_tokens=sum(r.output_tokens for r in rows),
-            cached_input_tokens=sum(r.cached_input_tokens for r in rows),
-            cost_usd=round(sum(r.cost_usd for r in rows), 10),
-        ),
+        groups=[UsageGroup.model_validate(r, from_attributes=True) for r in rows],
+        totals=UsageTotals.of(rows),
     )
 
 
-def _totals(row: UsageSummaryRow) -> UsageTotals:
-    return UsageTotals(
-        requests=row.requests,
-        errors=row.errors,
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        cached_input_tokens=row.cached_input_tokens,
-        cost_usd=row.cost_usd,
-    )
+def readable_key(key_id: str | None, *, own: str, admin: bool) -> str | None:
+    """The key whose usage a caller may read: the one asked for (None: every key) for an
+    admin; its own for anyone else, who may not ask for another's."""
+    if admin:
+        return key_id
+    if key_id is not None and key_id != own:
+        raise ForbiddenError("only an admin key may read another key's usage")
+    return own
 
 
 def _bound(name: str, raw: str | None, *, end: bool) -> datetime | None:
