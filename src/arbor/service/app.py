@@ -1,4 +1,5 @@
-"""The FastAPI application: routers from :data:`arbor.service.routes.ROUTERS`, problem+json
+"""The FastAPI application: the API's routers (:data:`arbor.service.routes.ROUTERS`) then the
+dashboard's pages, problem+json
 errors, and the middleware stack (outermost first): request id + metrics, CORS (only when
 origins are configured — with none, a preflight finds no route and nothing is allowed), body
 size limit.
@@ -19,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from arbor import __version__
 from arbor.core.config import Settings, load_settings
 from arbor.service.context import ServiceContext, open_context
+from arbor.service.dashboard import router as dashboard_router
 from arbor.service.middleware import BodyLimitMiddleware, RequestMiddleware
 from arbor.service.problems import (
     OPENAI_ERROR_RESPONSES,
@@ -65,7 +67,7 @@ def create_app(ctx: ServiceContext | None = None, *, settings: Settings | None =
     )
     app.state.ctx = ctx
     install_problem_handlers(app)
-    for router in ROUTERS:
+    for router in (*ROUTERS, dashboard_router):
         openai = any(getattr(r, "path", "").startswith(OPENAI_PATHS) for r in router.routes)
         app.include_router(
             router, responses=OPENAI_ERROR_RESPONSES if openai else PROBLEM_RESPONSES

@@ -6,7 +6,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from arbor.agents.roles.outputs import FileSpec, Requirements
 
-__all__ = ["FailedTest", "Iteration", "RoleUsage", "TeamReport", "TeamState"]
+__all__ = [
+    "Analysed",
+    "Developed",
+    "FailedTest",
+    "Iteration",
+    "Published",
+    "Reported",
+    "RoleUsage",
+    "TeamReport",
+    "TeamState",
+    "Tested",
+]
 
 MAX_ITERATIONS = 10
 
@@ -88,3 +99,40 @@ class TeamState(BaseModel):
     approval_reason: str | None = None
     published_to: str | None = None
     report: TeamReport | None = None
+
+
+# ---- what the nodes return: partial updates of TeamState (only the fields set apply) ----
+
+
+class Analysed(BaseModel):
+    """The analyst's update: the workspace, the requirements (or the prompt as them)."""
+
+    workspace: str
+    requirements: Requirements | None = None
+    requirements_text: str
+    usage: list[RoleUsage]
+    notes: list[str] = Field(default_factory=list)
+
+
+class Developed(BaseModel):
+    """The developer's (and the fixer's) update: the code files so far."""
+
+    code_files: list[FileSpec]
+    usage: list[RoleUsage]
+    notes: list[str]
+
+
+class Tested(BaseModel):
+    """One sandboxed test run and the feedback for the next fix."""
+
+    iterations: list[Iteration]
+    feedback: str
+
+
+class Reported(BaseModel):
+    report: TeamReport
+
+
+class Published(BaseModel):
+    report: TeamReport
+    published_to: str

@@ -45,11 +45,16 @@ from arbor.agents.workflow.runner import NodeContext
 from arbor.apps.team.files import allowed_for, fenced_files, render_files
 from arbor.apps.team.state import (
     MAX_ITERATIONS,
+    Analysed,
+    Developed,
     FailedTest,
     Iteration,
+    Published,
+    Reported,
     RoleUsage,
     TeamReport,
     TeamState,
+    Tested,
 )
 from arbor.core.config import load_settings
 from arbor.llm.types import ChatRequest, ChatResponse
@@ -355,7 +360,7 @@ class _Team:
         self.config = config
         self.sandbox = Sandbox(config.sandbox)
 
-    async def analyst(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
+    async def analyst(self, state: TeamState, ctx: NodeContext) -> Analysed:
         ws = await asyncio.to_thread(_workspace, self.config, ctx.run_id)
         reply = await _ask(
             ctx,
@@ -366,19 +371,25 @@ class _Team:
             state.prompt,
             max_tokens=state.max_tokens,
         )
-        delta: dict[str, Any] = {"workspace": str(ws.root), "usage": [*state.usage, reply.usage]}
+        usage = [*state.usage, reply.usage]
         if isinstance(reply.output, Requirements):
-            delta["requirements"] = reply.output
-            delta["requirements_text"] = _requirements_text(reply.output)
-        else:
-            delta["requirements_text"] = state.prompt
-            delta["notes"] = [
+            return Analysed(
+                workspace=str(ws.root),
+                requirements=reply.output,
+                requirements_text=_requirements_text(reply.output),
+                usage=usage,
+            )
+        return Analysed(
+            workspace=str(ws.root),
+            requirements_text=state.prompt,
+            usage=usage,
+            notes=[
                 *state.notes,
                 "analyst: reply did not validate; the developer worked from the prompt itself",
-            ]
-        return delta
+            ],
+        )
 
-    async def develop(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
+    async def develop(self, state: TeamState, ctx: NodeContext) -> Developed:
         variables = {"requirements": state.requirements_text}
         if state.feedback:
             variables["feedback"] = state.feedback
@@ -396,17 +407,17 @@ class _Team:
         written, notes = await _write(ctx, self.config, "developer", files)
         if not written:
             notes.append(f"developer (visit {ctx.visit}): the reply held no usable files")
-        return {
-            "code_files": _merge(state.code_files, written),
-            "usage": [*state.usage, reply.usage],
-            "notes": [*state.notes, *notes],
-        }
+        return Developed(
+            code_files=_merge(state.code_files, written),
+            usage=[*state.usage, reply.usage],
+            notes=[*state.notes, *notes],
+        )
 
-    def role_node(self, role: _FileRole) -> NodeFn:
+    def role_node(self, role: _FileRole) -> NodeFn[TeamState]:
         """The node of ``role``: shown the requirements and some of the files so far, it
-        writes files of its own kind."""
+        writes files of its own kind (its fields of the state, named by ``role``)."""
 
-        async def node(state: TeamState, ctx: NodeContext) -> dict[str, Any]:
+        async def node(state: TeamState, ctx: NodeContext) -> TeamState:
             shown = [spec for name in role.shows for spec in getattr(state, name)]
             variables = {"requirements": state.requirements_text, "code": render_files(shown)}
             reply = await _ask(
@@ -421,15 +432,17 @@ class _Team:
             written, notes = await _write(ctx, self.config, role.writes, _files_of(reply))
             if not written and role.if_none_written is not None:
                 notes.append(role.if_none_written)
-            return {
-                role.files: written,
-                role.usage: [*getattr(state, role.usage), reply.usage],
-                role.notes: [*getattr(state, role.notes), *notes],
-            }
+            return state.model_copy(
+                update={
+                    role.files: written,
+                    role.usage: [*getattr(state, role.usage), reply.usage],
+                    role.notes: [*getattr(state, role.notes), *notes],
+                }
+            )
 
         return node
 
-    async def test(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
+    async def test(self, state: TeamState, ctx: NodeContext) -> Tested:
         number = len(state.iterations) + 1
 
         async def run() -> dict[str, Any]:
@@ -438,7 +451,7 @@ class _Team:
         result = await ctx.once("pytest", run)
         it = Iteration.model_validate(result["iteration"])
         await ctx.emit(RunEvent("tests_finished", data=result["iteration"]))
-        return {"iterations": [*state.iterations, it], "feedback": result["feedback"]}
+        return Tested(iterations=[*state.iterations, it], feedback=result["feedback"])
 
     def after_test(self, state: TeamState) -> str:
         last = state.iterations[-1]
@@ -450,7 +463,7 @@ class _Team:
             return "writer"
         return "fix"
 
-    async def report(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
+    async def report(self, state: TeamState, ctx: NodeContext) -> Reported:
         ws = await asyncio.to_thread(_workspace, self.config, ctx.run_id)
         files = await asyncio.to_thread(ws.files)
         usage = [*state.usage, *state.qa_usage, *state.devops_usage]
@@ -475,19 +488,19 @@ class _Team:
             usage=usage,
             notes=[*state.notes, *state.qa_notes, *state.devops_notes],
         )
-        return {"report": rep}
+        return Reported(report=rep)
 
     def after_report(self, state: TeamState) -> str:
         return "approve_publish" if state.publish else END
 
-    async def publish(self, state: TeamState, ctx: NodeContext) -> dict[str, Any]:
+    async def publish(self, state: TeamState, ctx: NodeContext) -> Reported | Published:
         assert state.report is not None
         if not state.approved:
             why = f" ({state.approval_reason})" if state.approval_reason else ""
             rep = state.report.model_copy(
                 update={"notes": [*state.report.notes, f"publish rejected{why}; nothing copied"]}
             )
-            return {"report": rep}
+            return Reported(report=rep)
 
         def copy() -> str:
             source = _workspace(self.config, ctx.run_id)
@@ -498,10 +511,9 @@ class _Team:
 
         where = await ctx.once("publish", lambda: asyncio.to_thread(copy))
         await ctx.emit(RunEvent("workspace_published", data={"to": where}))
-        return {
-            "published_to": where,
-            "report": state.report.model_copy(update={"published_to": where}),
-        }
+        return Published(
+            published_to=where, report=state.report.model_copy(update={"published_to": where})
+        )
 
 
 def build_team_workflow(config: TeamConfig) -> Workflow[TeamState]:

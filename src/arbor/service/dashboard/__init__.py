@@ -2,7 +2,7 @@
 polling and Server-Sent Events, logged in with an API key.
 
 One router per page group; :data:`router` gathers them for
-:data:`arbor.service.routes.ROUTERS`. None of it appears in the OpenAPI schema: these are
+:func:`arbor.service.app.create_app`. None of it appears in the OpenAPI schema: these are
 pages for people, behind a session cookie rather than an API key.
 """
 

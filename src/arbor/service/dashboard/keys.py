@@ -26,6 +26,7 @@ from arbor.service.dashboard.web import (
     status_filter,
 )
 from arbor.service.errors import ForbiddenError
+from arbor.service.routes.keys import KeyCreate, KeyPublic
 from arbor.store import KeyScope, NewKey
 
 __all__ = ["router"]
@@ -57,8 +58,6 @@ async def create_key(
     budget_usd: Annotated[str, Form(max_length=30)] = "",
 ) -> Response:
     _require_admin(session)
-    from arbor.service.routes.keys import KeyCreate
-
     fields: dict[str, Any] = {"name": name.strip(), "scopes": scopes or []}
     for field, raw in (("rpm", rpm), ("tpm", tpm), ("budget_usd", budget_usd)):
         if raw.strip():
@@ -82,8 +81,6 @@ async def confirm(request: Request, key_id: str, action: str, session: Viewer) -
     _require_admin(session)
     if action not in ("revoke", "rotate"):
         raise NotFoundError(f"no key action {action!r}")
-    from arbor.service.routes.keys import KeyPublic
-
     record = await dashboard_of(request).ctx.keys.get(key_id)
     own = key_id == session.key_id
     return render(request, "key_confirm.html", key=KeyPublic.of(record), action=action, own=own)
@@ -129,9 +126,6 @@ async def _page(
     status_code: int = 200,
     rotated_self: bool = False,
 ) -> Response:
-    # Imported here: arbor.service.routes imports this package to list its router.
-    from arbor.service.routes.keys import KeyPublic
-
     records = await dashboard_of(request).ctx.keys.list()
     keys = [KeyPublic.of(r) for r in records]
     if status:

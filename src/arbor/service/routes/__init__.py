@@ -1,11 +1,11 @@
 """One router module per resource; :func:`arbor.service.app.create_app` includes every router
-in :data:`ROUTERS` (add yours with a one-line edit)."""
+in :data:`ROUTERS` (add yours with a one-line edit), then the dashboard's pages. The routes
+never import the dashboard; the dashboard's pages reuse the routes' schemas."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from arbor.service.dashboard import router as dashboard_router
 from arbor.service.routes.agents import router as agents_router
 from arbor.service.routes.batches import router as batches_router
 from arbor.service.routes.health import router as health_router
@@ -27,5 +27,4 @@ ROUTERS: tuple[APIRouter, ...] = (
     batches_router,
     agents_router,
     usage_router,
-    dashboard_router,
 )
