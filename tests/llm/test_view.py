@@ -9,9 +9,12 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from arbor.core.config import ModelLimits, Settings
 from arbor.core.errors import BudgetExceededError, ProviderHTTPError
+from arbor.core.tracing import make_tracer
 from arbor.llm.client import LLMClient
 from arbor.llm.ratelimit import TokenLimitError
 from arbor.llm.types import CallContext, ChatRequest, EmbeddingRequest, Message, Usage
@@ -299,3 +302,16 @@ def _req(text: str, **kw: object) -> ChatRequest:
 
 def _http_500() -> ProviderHTTPError:
     return ProviderHTTPError("HTTP 500", status_code=500)
+
+
+async def test_an_embedding_call_is_traced_like_a_chat_call() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = make_tracer(processors=[SimpleSpanProcessor(exporter)])
+    models = {"test:emb": EmbeddingFunctionModel(lambda r: "unused")}
+    async with LLMClient(_settings(), models=models, tracer=tracer) as client:
+        await client.view(key_id="k").embed(model="test:emb", input=["a", "b"])
+    (span,) = exporter.get_finished_spans()
+    attrs = dict(span.attributes or {})
+    assert span.name == "embeddings emb"
+    assert attrs["gen_ai.operation.name"] == "embeddings"
+    assert attrs["gen_ai.usage.input_tokens"] == 4 and attrs["gen_ai.usage.output_tokens"] == 0
