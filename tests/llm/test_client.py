@@ -323,7 +323,7 @@ async def test_arbitrary_model_ids_keep_per_model_state_bounded() -> None:
         reply = await client.complete(_req(f"test:random-{i}"))
         assert reply.text == f"random-{i}"
     await client.complete(_req("test:main"))
-    assert len(client._runners) <= 4 and len(client.registry._models) <= 4
+    assert len(client._parts.runners) <= 4 and len(client.registry._models) <= 4
     text = metrics.render().decode()
     assert 'model="random-4"' in text and 'model="random-5"' not in text
     assert 'model="other",provider="test",status="ok"} 55.0' in text

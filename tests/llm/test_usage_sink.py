@@ -16,7 +16,7 @@ from arbor.testing import FunctionModel
 async def test_client_usage_lands_in_the_database(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, llm={"cache": {"enabled": False}})
     async with open_client(settings) as client:
-        client._models["test:a"] = FunctionModel(lambda r: "stored")
+        client._parts.models["test:a"] = FunctionModel(lambda r: "stored")
         for i in range(5):
             await client.complete(
                 ChatRequest(

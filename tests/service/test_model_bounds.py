@@ -51,7 +51,7 @@ async def test_a_new_model_id_per_request_keeps_state_bounded(
         r = await client.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, r.text
     llm = service_ctx.client
-    assert len(llm._runners) <= 8 and len(llm.registry._models) <= 8
+    assert len(llm._parts.runners) <= 8 and len(llm.registry._models) <= 8
     labels = _model_labels(service_ctx)
     assert OTHER in labels and len(labels) <= 20 + 1
     r = await client.post(

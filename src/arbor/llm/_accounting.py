@@ -1,14 +1,16 @@
 """Who pays for a call: the budget scopes it draws on and the usage row it leaves.
 
-Chat and embeddings calls go through different pipelines (``_calls`` and ``_embed``) but must
-attribute spend identically, or a key's budget and its usage report would disagree about
-which calls were its own; both take these two helpers from here.
+A key's budget and its usage report must agree about which calls were its own, so the
+scopes and the row are derived from the same :class:`~arbor.llm.types.CallContext`, by
+these two helpers, for chat and embeddings calls alike (:class:`arbor.llm._calls.CallAccount`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from arbor.llm.types import CallContext, Usage
-from arbor.llm.usage import UsageRecord, UsageSink
+from arbor.llm.usage import UsageObserver, UsageRecord, UsageSink
 
 __all__ = ["budget_scopes", "record_usage"]
 
@@ -24,6 +26,7 @@ def budget_scopes(ctx: CallContext) -> list[str]:
 
 def record_usage(
     sink: UsageSink | None,
+    observers: Sequence[UsageObserver],
     model: str,
     ctx: CallContext,
     usage: Usage,
@@ -34,27 +37,29 @@ def record_usage(
     cached: bool = False,
     response_id: str | None = None,
 ) -> None:
-    """Hand one call's usage row to ``sink`` (nothing without one); ``model`` is
-    ``provider:name``."""
-    if sink is None:
+    """Hand one call's usage row to ``sink`` and then to each of ``observers`` (no row is
+    made for neither); ``model`` is ``provider:name``."""
+    if sink is None and not observers:
         return
     provider, _, name = model.partition(":")
-    sink.record(
-        UsageRecord(
-            provider=provider,
-            model=name,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cost_usd=cost,
-            latency_ms=latency_ms,
-            status=status,
-            cached=cached,
-            estimated=usage.estimated,
-            key_id=ctx.key_id,
-            agent_id=ctx.agent_id,
-            run_id=ctx.run_id,
-            batch_id=ctx.batch_id,
-            request_id=response_id,
-        )
+    record = UsageRecord(
+        provider=provider,
+        model=name,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cost_usd=cost,
+        latency_ms=latency_ms,
+        status=status,
+        cached=cached,
+        estimated=usage.estimated,
+        key_id=ctx.key_id,
+        agent_id=ctx.agent_id,
+        run_id=ctx.run_id,
+        batch_id=ctx.batch_id,
+        request_id=response_id,
     )
+    if sink is not None:
+        sink.record(record)
+    for observe in observers:
+        observe(record)

@@ -5,43 +5,41 @@ Order, for plain and streamed calls alike::
     cache → budget reservation → rate limiter → circuit breaker → retry → provider
           → usage/cost → budget commit → cache fill → metrics/trace
 
-Fallback chains (``settings.llm.fallbacks``) move to the next model when a circuit is open
-or a model's retries are exhausted; open circuits are skipped without a call. Each part is
-passed in (or built from :class:`~arbor.core.config.Settings`), so a test can build two
-independent clients in one process.
+(the steps: :mod:`arbor.llm._pipeline`). Each part is passed in (or built from
+:class:`~arbor.core.config.Settings`), so a test can build two independent clients in one
+process.
 
-Per-model state (the built model, its attempt runner, its metric label set) exists for every
-model id a caller names, so it is bounded: ``llm.max_models`` runners are kept (least
-recently used dropped), the registry refuses ids outside ``llm.allowed_models`` and keeps as
-many models, and the metrics collapse unconfigured model ids beyond their cap to ``other``.
+A client is a thin front over those parts (:class:`~arbor.llm._parts.ClientParts`) and a
+call context. :meth:`LLMClient.view` makes another front over the same parts for one API key,
+run, batch or batch item: it stamps its ids on the requests that name none and hands each
+finished call's usage record to its observer, through the pipeline's own accounting. A view
+costs a few attribute assignments (no limiter, breaker or cache is rebuilt), so one per batch
+item is cheap.
 """
 
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-import structlog
 from opentelemetry import trace
 
-from arbor.core.clock import Clock, SystemClock
+from arbor.core.clock import Clock
 from arbor.core.config import ModelLimits, Settings
-from arbor.core.errors import CircuitOpenError, ProviderError, ProviderHTTPError
 from arbor.core.metrics import Metrics
-from arbor.core.tracing import make_tracer
-from arbor.llm._attempts import AttemptRunner
-from arbor.llm._calls import CallAccount, StreamAccumulator
+from arbor.llm import _pipeline
+from arbor.llm._parts import ClientParts, Limits
 from arbor.llm.breaker import BreakerRegistry
 from arbor.llm.budgets import BudgetTracker
-from arbor.llm.cache import ResponseCache, cache_key, replay_stream, should_cache
+from arbor.llm.cache import ResponseCache
 from arbor.llm.model import Model
 from arbor.llm.pricing import PriceTable
 from arbor.llm.providers.registry import ModelRegistry
-from arbor.llm.ratelimit import InMemoryRateLimiter, RateLimiter, Reservation
+from arbor.llm.ratelimit import RateLimiter
 from arbor.llm.retry import RetryPolicy
 from arbor.llm.types import (
+    CallContext,
     ChatRequest,
     ChatResponse,
     EmbeddingRequest,
@@ -49,22 +47,35 @@ from arbor.llm.types import (
     Message,
     StreamChunk,
 )
-from arbor.llm.usage import UsageSink
+from arbor.llm.usage import UsageObserver, UsageSink
 
 __all__ = ["LLMClient"]
 
-log = structlog.get_logger("arbor.llm")
-
-# HTTP statuses that say the request itself is wrong: another model would refuse it too.
-_NO_FALLBACK_STATUSES = frozenset({400, 413, 422})
+_Stamped = TypeVar("_Stamped", ChatRequest, EmbeddingRequest)
 
 
 class LLMClient:
     """Resilient access to any configured model.
 
+    ``settings`` choose the defaults of every part not given: ``models`` (served before the
+    provider ``registry``), the response ``cache`` (None and ``llm.cache.enabled`` builds
+    one), the rate ``limiter``, the circuit ``breakers``, the spending ``budgets``, the
+    ``prices``, the Prometheus ``metrics``, the OpenTelemetry ``tracer``, where usage
+    records go (``usage_sink``), the ``clock`` and the retry jitter's ``rng``. The client
+    owns them: :meth:`aclose` closes the sink, the cache and the registry's models.
+
     >>> client = LLMClient(settings)                       # doctest: +SKIP
     >>> reply = await client.complete(model="openai:gpt-4o-mini", messages="Hi")  # doctest: +SKIP
     """
+
+    __slots__ = ("_observers", "_owner", "_parts", "_stamps")
+
+    _parts: ClientParts
+    #: CallContext fields this front fills on requests that leave them empty.
+    _stamps: dict[str, str]
+    _observers: tuple[UsageObserver, ...]
+    #: Whether closing this front closes the parts (the client that built them).
+    _owner: bool
 
     def __init__(
         self,
@@ -83,35 +94,46 @@ class LLMClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.settings = settings or Settings()
-        llm = self.settings.llm
-        self.clock = clock or SystemClock()
-        self.metrics = metrics or Metrics()
-        self.registry = registry or ModelRegistry(self.settings)
-        self._models: dict[str, Model] = dict(models or {})
-        if cache is None and llm.cache.enabled:
-            cache = ResponseCache.from_settings(llm.cache, self.settings.home)
-        self.cache = cache
-        self.limiter = limiter or InMemoryRateLimiter(self.clock)
-        self.breakers = breakers or BreakerRegistry(
-            llm.breaker, self.clock, on_change=self._breaker_changed
+        parts = ClientParts.build(
+            settings,
+            models=models,
+            registry=registry,
+            cache=cache,
+            limiter=limiter,
+            breakers=breakers,
+            budgets=budgets,
+            prices=prices,
+            metrics=metrics,
+            tracer=tracer,
+            usage_sink=usage_sink,
+            clock=clock,
+            rng=rng,
         )
-        self.budgets = budgets or BudgetTracker()
-        self.prices = prices or PriceTable(self.settings)
-        self.retry = RetryPolicy(llm.retry, self.clock, rng or random.Random())
-        self.tracer = tracer or make_tracer(
-            otlp_endpoint=self.settings.otlp_endpoint, console=self.settings.trace_console
-        )
-        self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
-        self.usage_sink = usage_sink
-        self._key_limits: dict[str, ModelLimits] = {}
-        self._runners: OrderedDict[str, AttemptRunner] = OrderedDict()
-        self._closers: list[Callable[[], Awaitable[None]]] = []
-        for model_id in self._configured_models():  # their metrics are never "other"
-            provider, _, name = model_id.partition(":")
-            self.metrics.pin(provider, name)
+        self._bind(parts, {}, (), owner=True)
 
-    # ---- public API ---------------------------------------------------------------------
+    @classmethod
+    def _over(
+        cls, parts: ClientParts, stamps: dict[str, str], observers: tuple[UsageObserver, ...]
+    ) -> LLMClient:
+        """Another front over ``parts`` (the constructor builds new parts; a view must not)."""
+        front = cls.__new__(cls)
+        front._bind(parts, stamps, observers, owner=False)
+        return front
+
+    def _bind(
+        self,
+        parts: ClientParts,
+        stamps: dict[str, str],
+        observers: tuple[UsageObserver, ...],
+        *,
+        owner: bool,
+    ) -> None:
+        self._parts = parts
+        self._stamps = stamps
+        self._observers = observers
+        self._owner = owner
+
+    # ---- calls --------------------------------------------------------------------------
     async def complete(
         self,
         request: ChatRequest | None = None,
@@ -123,22 +145,11 @@ class LLMClient:
     ) -> ChatResponse:
         """One reply: through cache, budget, limits, breaker, retries and fallbacks."""
         req = request or self._request(model, messages, params)
-        chain = self._chain(req.model)
-        for i, model_id in enumerate(chain):
-            last = i == len(chain) - 1
-            if not last and self.breakers.is_open(model_id):
-                log.info("llm.fallback.skip_open", model=model_id)
-                continue
-            attempt = req if model_id == req.model else req.model_copy(update={"model": model_id})
-            try:
-                return await self._complete_one(attempt)
-            except ProviderError as exc:
-                if last or not _falls_back(exc):
-                    raise
-                log.warning("llm.fallback", model=model_id, error=exc.kind, next=chain[i + 1])
-        raise AssertionError("unreachable: the last model either returns or raises")
+        if self._stamps:
+            req = self._stamp(req)
+        return await _pipeline.complete(self._parts, req, self._observers)
 
-    async def stream(
+    def stream(
         self,
         request: ChatRequest | None = None,
         /,
@@ -146,26 +157,14 @@ class LLMClient:
         model: str | None = None,
         messages: str | Sequence[Message | Mapping[str, Any]] | None = None,
         **params: Any,
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Chunks as they arrive; the last one carries usage and cost. Fallback is possible
-        only until the first chunk has been yielded."""
+        only until the first chunk has been yielded. (The request is checked at once; the
+        call starts with the first ``anext``.)"""
         req = request or self._request(model, messages, params)
-        chain = self._chain(req.model)
-        for i, model_id in enumerate(chain):
-            last = i == len(chain) - 1
-            if not last and self.breakers.is_open(model_id):
-                continue
-            attempt = req if model_id == req.model else req.model_copy(update={"model": model_id})
-            started = False
-            try:
-                async for chunk in self._stream_one(attempt):
-                    started = True
-                    yield chunk
-                return
-            except ProviderError as exc:
-                if started or last or not _falls_back(exc):
-                    raise
-                log.warning("llm.fallback", model=model_id, error=exc.kind, next=chain[i + 1])
+        if self._stamps:
+            req = self._stamp(req)
+        return _pipeline.stream(self._parts, req, self._observers)
 
     async def embed(
         self,
@@ -179,8 +178,6 @@ class LLMClient:
         """Vectors for texts, through budget, limits, breaker and retries (no cache, no
         fallbacks). A model without embeddings raises
         :class:`~arbor.llm.model.EmbeddingsNotSupportedError`."""
-        from arbor.llm._embed import embed_call
-
         if request is None:
             if input is None:
                 raise TypeError("embed() needs an EmbeddingRequest or input=")
@@ -188,112 +185,47 @@ class LLMClient:
             request = EmbeddingRequest.model_validate(
                 {"model": model or self.settings.default_model, "input": texts, **params}
             )
-        return await embed_call(self, self._runner(request.model), request)
+        if self._stamps:
+            request = self._stamp(request)
+        return await _pipeline.embed(self._parts, request, self._observers)
 
-    def set_key_limits(self, key_id: str, limits: ModelLimits | None) -> None:
-        """Per-API-key requests/min and tokens/min, applied on top of model limits."""
-        if limits is None:
-            self._key_limits.pop(key_id, None)
-        else:
-            self._key_limits[key_id] = limits
+    # ---- views --------------------------------------------------------------------------
+    def view(
+        self,
+        *,
+        key_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        batch_id: str | None = None,
+        on_usage: UsageObserver | None = None,
+    ) -> LLMClient:
+        """A front over this client's parts (the same limiter, breakers, budgets, caches,
+        usage sink, models and metrics) that fills the given ids on each request leaving
+        them empty, and calls ``on_usage`` with the usage record of each call it makes as
+        the call ends (a success, a cache hit or a failure).
 
-    def model(self, model_id: str) -> Model:
-        """The model behind an id: explicitly given ones first, then the registry (which
-        may refuse the id, and bounds how many it keeps)."""
-        found = self._models.get(model_id)
-        return found if found is not None else self.registry.get(model_id)
+        A view of a view stamps both views' ids (the newer one's where both set a field) and
+        calls both observers. Closing a view releases nothing: the client that built the
+        parts owns them.
+        """
+        given = (("key_id", key_id), ("agent_id", agent_id), ("run_id", run_id))
+        added = {k: v for k, v in (*given, ("batch_id", batch_id)) if v is not None}
+        stamps = {**self._stamps, **added} if added else self._stamps
+        observers = self._observers if on_usage is None else (*self._observers, on_usage)
+        return LLMClient._over(self._parts, stamps, observers)
 
-    async def aclose(self) -> None:
-        if self.usage_sink is not None:
-            await self.usage_sink.aclose()
-        if self.cache is not None:
-            await self.cache.aclose()
-        await self.registry.aclose()
-        while self._closers:
-            await self._closers.pop()()
+    @property
+    def context(self) -> CallContext:
+        """What this front stamps on requests (all None for the client itself)."""
+        return CallContext.model_validate(self._stamps)
 
-    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
-        """Run ``closer`` at the end of :meth:`aclose` (last added first): for parts the
-        client uses but did not build, e.g. the shared Redis backends."""
-        self._closers.append(closer)
+    def _stamp(self, req: _Stamped) -> _Stamped:
+        ctx = req.context
+        missing = {k: v for k, v in self._stamps.items() if getattr(ctx, k) is None}
+        if not missing:
+            return req
+        return req.model_copy(update={"context": ctx.model_copy(update=missing)})
 
-    async def __aenter__(self) -> LLMClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    # ---- one model ----------------------------------------------------------------------
-    async def _complete_one(self, req: ChatRequest) -> ChatResponse:
-        runner = self._runner(req.model)
-        account = CallAccount.start(self, req, runner.model)
-        key, hit = await self._lookup(req)
-        if hit is not None:
-            return account.cache_hit(hit)
-        span = self._span(req)
-        try:
-            account.reserve_budget()
-            response, used = await runner.run(
-                req,
-                runner.model.complete,
-                _response_tokens,
-                account.reserve_tokens,
-                account.extra_limits,
-            )
-        except BaseException as exc:
-            account.failed(exc, span)
-            raise
-        response = account.succeeded(response, span)
-        if key is not None and self.cache is not None and used is req:
-            await self.cache.aput(key, response)
-        return response
-
-    async def _stream_one(self, req: ChatRequest) -> AsyncIterator[StreamChunk]:
-        runner = self._runner(req.model)
-        account = CallAccount.start(self, req, runner.model)
-        key, hit = await self._lookup(req)
-        if hit is not None:
-            async for replayed in replay_stream(account.cache_hit(hit)):
-                yield replayed
-            return
-        span = self._span(req)
-        acc = StreamAccumulator(req)
-        leases: list[Reservation] = []
-        stream: AsyncIterator[StreamChunk] | None = None
-        try:
-            account.reserve_budget()
-            first, stream, leases, used = await runner.open_stream(
-                req, account.reserve_tokens, account.extra_limits
-            )
-            account.first_token()
-            chunk: StreamChunk | None = first
-            while chunk is not None:
-                acc.add(chunk)
-                if chunk.usage is not None:  # the final chunk: price it before it leaves
-                    response = account.succeeded(acc.response(runner.model), span)
-                    chunk.cost_usd = response.cost_usd
-                yield chunk
-                chunk = await _next_or_none(stream)
-            if acc.usage is None:  # the provider reported no usage: estimate and say so
-                response = account.succeeded(acc.response(runner.model), span)
-                yield StreamChunk(
-                    id=acc.id, model=acc.model, usage=response.usage, cost_usd=response.cost_usd
-                )
-        except BaseException as exc:
-            partial = acc.partial_response(runner.model)
-            if not acc.usage:
-                account.failed(exc, span, partial=partial)
-            await runner.settle(leases, partial.usage.total_tokens if partial else 0)
-            raise
-        finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:  # the consumer may have stopped early
-                await close()
-        await runner.settle(leases, response.usage.total_tokens)
-        if key is not None and self.cache is not None and used is req:
-            await self.cache.aput(key, response)
-
-    # ---- helpers ------------------------------------------------------------------------
     def _request(
         self,
         model: str | None,
@@ -307,96 +239,87 @@ class LLMClient:
             {"model": model or self.settings.default_model, "messages": msgs, **params}
         )
 
-    def _chain(self, model_id: str) -> list[str]:
-        return [model_id, *self.settings.llm.fallbacks.get(model_id, ())]
+    # ---- the shared parts -----------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self._parts.settings
 
-    async def _lookup(self, req: ChatRequest) -> tuple[str | None, ChatResponse | None]:
-        """The cache key (None when this request is not cacheable) and a hit, if any."""
-        if self.cache is None or not should_cache(req, self.settings.llm.cache):
-            return None, None
-        key = cache_key(req)
-        hit = await self.cache.aget(key)
-        if hit is None:
-            self.metrics.cache_miss()
-        return key, hit
+    @property
+    def clock(self) -> Clock:
+        return self._parts.clock
 
-    def _runner(self, model_id: str) -> AttemptRunner:
-        runner = self._runners.get(model_id)
-        if runner is not None:
-            self._runners.move_to_end(model_id)
+    @property
+    def metrics(self) -> Metrics:
+        return self._parts.metrics
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self._parts.registry
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        return self._parts.cache
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self._parts.limiter
+
+    @property
+    def breakers(self) -> BreakerRegistry:
+        return self._parts.breakers
+
+    @property
+    def budgets(self) -> BudgetTracker:
+        return self._parts.budgets
+
+    @property
+    def prices(self) -> PriceTable:
+        return self._parts.prices
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._parts.retry
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self._parts.tracer
+
+    @property
+    def usage_sink(self) -> UsageSink | None:
+        return self._parts.usage_sink
+
+    def set_key_limits(self, key_id: str, limits: ModelLimits | None) -> None:
+        """Per-API-key requests/min and tokens/min, applied on top of model limits (for
+        every front over these parts)."""
+        if limits is None:
+            self._parts.key_limits.pop(key_id, None)
         else:
-            provider, _, name = model_id.partition(":")
-            runner = AttemptRunner(
-                model_id=model_id,
-                model=self.model(model_id),
-                limits=self._limits_for(model_id),
-                limiter=self.limiter,
-                breakers=self.breakers,
-                retry=self.retry,
-                retry_settings=self.settings.llm.retry,
-                clock=self.clock,
-                metrics=self.metrics.model(provider, name),
-                total_timeout=self.settings.llm.timeouts.total,
-            )
-            self._runners[model_id] = runner
-            if len(self._runners) > self.settings.llm.max_models:
-                self._runners.popitem(last=False)  # stateless: rebuilt on its next call
-        return runner
+            self._parts.key_limits[key_id] = limits
 
-    def _configured_models(self) -> Iterator[str]:
-        """Model ids the deployment names itself (settings and explicit models)."""
-        llm = self.settings.llm
-        yield self.settings.default_model
-        yield from self._models
-        for model_id, chain in llm.fallbacks.items():
-            yield model_id
-            yield from chain
-        yield from llm.limits
-        yield from llm.prices
-        yield from llm.allowed_models or ()
-
-    def _limits_for(self, model_id: str) -> list[tuple[str, ModelLimits]]:
-        table = self.settings.llm.limits
-        provider = model_id.partition(":")[0]
-        for k in (model_id, f"{provider}:*", "*"):
-            if k in table:
-                return [(model_id, table[k])]
-        return []
-
-    def key_limits(self, model_id: str, key_id: str | None) -> list[tuple[str, ModelLimits]]:
+    def key_limits(self, model_id: str, key_id: str | None) -> Limits:
         """The API key's limits for a call to ``model_id``: one window per key across all
         models (per model, naming another model id would buy a fresh allowance)."""
-        if key_id is None or key_id not in self._key_limits:
-            return []
-        return [(f"key:{key_id}", self._key_limits[key_id])]
+        return self._parts.limits_for_key(key_id)
 
-    def _span(self, req: ChatRequest) -> trace.Span | None:
-        if not self._tracing:
-            return None
-        from arbor.llm._calls import start_span
+    def model(self, model_id: str) -> Model:
+        """The model behind an id: explicitly given ones first, then the registry (which
+        may refuse the id, and bounds how many it keeps)."""
+        return self._parts.model(model_id)
 
-        return start_span(self.tracer, req)
+    # ---- lifetime -------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the parts (sink, cache, models, then the :meth:`on_close` closers); a view
+        releases nothing."""
+        if self._owner:
+            await self._parts.aclose()
 
-    def _breaker_changed(self, key: str, state: str) -> None:
-        provider, _, name = key.partition(":")
-        self.metrics.set_breaker(provider, name, state)
-        log.warning("llm.breaker", model=key, state=state)
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` at the end of the owner's :meth:`aclose` (last added first): for
+        parts the client uses but did not build, e.g. the shared Redis backends."""
+        self._parts.closers.append(closer)
 
+    async def __aenter__(self) -> LLMClient:
+        return self
 
-async def _next_or_none(stream: AsyncIterator[StreamChunk]) -> StreamChunk | None:
-    try:
-        return await anext(stream)
-    except StopAsyncIteration:
-        return None
-
-
-def _response_tokens(response: ChatResponse) -> int:
-    return response.usage.total_tokens
-
-
-def _falls_back(exc: ProviderError) -> bool:
-    if isinstance(exc, CircuitOpenError):
-        return True
-    if isinstance(exc, ProviderHTTPError) and exc.status_code in _NO_FALLBACK_STATUSES:
-        return False
-    return True
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

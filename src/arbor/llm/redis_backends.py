@@ -111,7 +111,7 @@ async def build_client(
         limiter=wrap(RedisRateLimiter(redis, clock)),
         breakers=sync.registry,
     )
-    sync.forward = client._breaker_changed  # metrics and log, as for a client-built registry
+    sync.forward = client._parts.breaker_changed  # metrics and log, as for a built registry
     client.on_close(redis.aclose)  # runs last
     client.on_close(sync.aclose)
     await sync.start()

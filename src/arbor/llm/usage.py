@@ -4,21 +4,29 @@ The pipeline hands every call's record to a :class:`UsageSink` synchronously and
 for storage: :class:`StoreUsageSink` buffers records and writes them in batches from one
 owned background task, so a call costs a list append, not a database transaction.
 ``aclose()`` flushes what is left.
+
+A :data:`UsageObserver` sees the same records as they are made, in-process: a view of a
+client (``client.view(on_usage=...)``) meters one batch item's or one module's calls with
+one, through the pipeline's own accounting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
 
 from arbor.store.usage import UsageRecord, UsageRepository
 
-__all__ = ["MemoryUsageSink", "StoreUsageSink", "UsageRecord", "UsageSink"]
+__all__ = ["MemoryUsageSink", "StoreUsageSink", "UsageObserver", "UsageRecord", "UsageSink"]
 
 log = structlog.get_logger("arbor.llm.usage")
+
+#: Called with each finished call's record (success, cache hit or failure) as it is made.
+UsageObserver = Callable[[UsageRecord], None]
 
 
 class UsageSink(Protocol):

@@ -4,8 +4,8 @@ batches other processes are running, and hands its items back at shutdown.
 Each driven batch gets its own LLM client from :meth:`BatchService.open_client` (the batch's
 rpm/tpm as its model's limits, paced, shared through Redis when configured; usage recorded in
 the service's database) and every call is attributed to the API key that created the batch
-(``BatchSpec.key_id``, stamped by a :class:`~arbor.llm.view.KeyedClient` view under the
-executor's per-item batch view), under that key's rpm/tpm and budget.
+(``BatchSpec.key_id``, stamped by a view of the client, ``client.view(key_id=...)``, under
+the executor's per-item batch view), under that key's rpm/tpm and budget.
 
 Joining: at start-up and every ``poll_seconds`` the manager drives every ``pending`` or
 ``running`` batch it is not driving yet. Item leases make several executors on one batch
@@ -38,7 +38,6 @@ from arbor.core.errors import ArborError, ConfigError, ConflictError, NotFoundEr
 from arbor.core.ids import new_owner
 from arbor.llm.client import LLMClient
 from arbor.llm.model import Model
-from arbor.llm.view import for_key
 from arbor.runtime.batches import BatchService, ExportFormat, WorkflowResolver
 from arbor.runtime.executor import StopReason
 from arbor.runtime.spec import BatchSpec
@@ -198,7 +197,7 @@ class BatchManager:
                     if key_id is not None:
                         await self._apply_key_limits(client, key_id)
                     driver = await self.executor(
-                        self.service, batch_id, for_key(client, key_id), self.owner
+                        self.service, batch_id, client.view(key_id=key_id), self.owner
                     )
                 except (ArborError, ValueError) as exc:
                     self._cannot_run(batch_id, exc)

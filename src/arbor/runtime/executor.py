@@ -36,7 +36,7 @@ from arbor.core.errors import ArborError, BudgetExceededError, CircuitOpenError,
 from arbor.core.ids import new_owner
 from arbor.core.logging import Redactor
 from arbor.llm.client import LLMClient
-from arbor.runtime.items import ItemError, ItemOutcome, ItemRunner, MeteredClient
+from arbor.runtime.items import ItemError, ItemMeter, ItemOutcome, ItemRunner
 from arbor.runtime.spec import BatchOptions
 from arbor.store.batches import (
     BATCH_RUNNABLE,
@@ -204,7 +204,7 @@ class LocalExecutor:
             reason = f"gave up after {limit} attempts: the executors holding it stopped"
             await self._fail(claimed, reason, ItemOutcome(None))
             return
-        metered = MeteredClient(self.client, self.batch_id)
+        meter = ItemMeter(self.client, self.batch_id)
 
         async def remember_run(run_id: str) -> None:
             await self.repo.set_run_id(self.batch_id, claimed.item, self.owner, run_id)
@@ -214,7 +214,7 @@ class LocalExecutor:
         while True:
             try:
                 output = await self.runner.run(
-                    claimed.input, metered, run_id=run_id, on_run=remember_run
+                    claimed.input, meter.client, run_id=run_id, on_run=remember_run
                 )
             except CircuitOpenError as exc:
                 if self.stop_reason is not None:
@@ -222,7 +222,7 @@ class LocalExecutor:
                     return
                 circuit_waits += 1
                 if circuit_waits > _MAX_CIRCUIT_WAITS:  # a long outage: this try is over
-                    await self._retry_or_fail(claimed, _reason(exc), metered.outcome(None))
+                    await self._retry_or_fail(claimed, _reason(exc), meter.outcome(None))
                     return
                 await self._clock.sleep(min(max(exc.retry_after or 1.0, 0.05), _MAX_CIRCUIT_WAIT))
                 continue
@@ -232,18 +232,18 @@ class LocalExecutor:
                 return
             except ProviderError as exc:
                 if exc.retriable:
-                    await self._retry_or_fail(claimed, _reason(exc), metered.outcome(None))
+                    await self._retry_or_fail(claimed, _reason(exc), meter.outcome(None))
                 else:
-                    await self._fail(claimed, _reason(exc), metered.outcome(None))
+                    await self._fail(claimed, _reason(exc), meter.outcome(None))
                 return
             except ArborError as exc:
-                await self._fail(claimed, _reason(exc), metered.outcome(None))
+                await self._fail(claimed, _reason(exc), meter.outcome(None))
                 return
             except Exception as exc:  # a bug in a tool or workflow node: this item only
                 log.exception("batch.item_crashed", batch_id=self.batch_id, item=claimed.item)
-                await self._fail(claimed, _reason(exc), metered.outcome(None))
+                await self._fail(claimed, _reason(exc), meter.outcome(None))
                 return
-            await self._succeed(claimed, metered.outcome(output))
+            await self._succeed(claimed, meter.outcome(output))
             return
 
     async def _retry_or_fail(self, claimed: ClaimedItem, reason: str, outcome: ItemOutcome) -> None:

@@ -2,10 +2,10 @@
 
 Each kind is an :class:`ItemRunner` built once per batch (the template compiled, the agent
 built, the workflow resolved — a bad template or unknown agent fails the batch before any
-item runs) and called per item with the row. Every call goes through a
-:class:`MeteredClient`, a view of the batch's :class:`~arbor.llm.client.LLMClient` that
-stamps ``batch_id`` on each request (so the batch's budget scope applies and usage records
-name the batch) and sums what the item's calls used.
+item runs) and called per item with the row and the item's client: a view of the batch's
+:class:`~arbor.llm.client.LLMClient` that stamps ``batch_id`` on each request (so the
+batch's budget scope applies and usage records name the batch) and reports every call it
+makes to the item's :class:`ItemMeter`, which sums what they used.
 
 An item that cannot succeed raises :class:`ItemError` with the reason stored on the item
 (a template variable the row lacks, a row that does not fit the workflow's state); provider
@@ -29,15 +29,15 @@ from arbor.agents.workflow.runner import WorkflowRunner
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.core.errors import ArborError
 from arbor.llm.client import LLMClient
-from arbor.llm.types import CallContext, ChatRequest, Message, Usage
-from arbor.llm.view import ClientView
+from arbor.llm.types import ChatRequest, Message
+from arbor.llm.usage import UsageRecord
 
 __all__ = [
     "AgentItems",
     "ItemError",
+    "ItemMeter",
     "ItemOutcome",
     "ItemRunner",
-    "MeteredClient",
     "TemplateItems",
     "TemplateSyntaxError",
     "WorkflowItems",
@@ -71,32 +71,34 @@ class ItemOutcome:
 
 class ItemRunner(Protocol):
     async def run(
-        self, row: Any, client: MeteredClient, *, run_id: str | None, on_run: RunIdSink
+        self, row: Any, client: LLMClient, *, run_id: str | None, on_run: RunIdSink
     ) -> Any:
-        """The item's output (JSON-able); raises ItemError or a provider error."""
+        """The item's output (JSON-able); raises ItemError or a provider error. ``client``
+        is the item's view (``client.context.batch_id`` names the batch)."""
 
 
-class MeteredClient(ClientView):
-    """``base`` for one item: stamps ``batch_id`` and counts tokens and cost of its calls.
+class ItemMeter:
+    """Tokens and cost of one item's calls, failed ones included (a stream cut off after
+    some output was paid for).
 
-    Shares every part of ``base`` (limiter, breakers, budgets, cache, usage sink); closing
-    it leaves ``base`` open.
+    ``client`` is the view of ``base`` the item's calls go through: it stamps ``batch_id``
+    and reports each finished call here. It shares every part of ``base`` (limiter,
+    breakers, budgets, cache, usage sink); closing it leaves ``base`` open.
     """
 
     def __init__(self, base: LLMClient, batch_id: str) -> None:
-        super().__init__(base, batch_id=batch_id)
-        self.batch_id = batch_id
         self.input_tokens = 0
         self.output_tokens = 0
         self.cost_usd = 0.0
+        self.client = base.view(batch_id=batch_id, on_usage=self._observe)
 
     def outcome(self, output: Any) -> ItemOutcome:
         return ItemOutcome(output, self.input_tokens, self.output_tokens, self.cost_usd)
 
-    def _observe(self, usage: Usage, cost_usd: float) -> None:
-        self.input_tokens += usage.input_tokens
-        self.output_tokens += usage.output_tokens
-        self.cost_usd += cost_usd
+    def _observe(self, record: UsageRecord) -> None:
+        self.input_tokens += record.input_tokens
+        self.output_tokens += record.output_tokens
+        self.cost_usd += record.cost_usd
 
 
 # ---- templates --------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class TemplateItems:
             raise ItemError(f"template: {exc}") from None
 
     async def run(
-        self, row: Any, client: MeteredClient, *, run_id: str | None, on_run: RunIdSink
+        self, row: Any, client: LLMClient, *, run_id: str | None, on_run: RunIdSink
     ) -> Any:
         request = ChatRequest(
             model=self.model,
@@ -180,10 +182,10 @@ class AgentItems:
         self.agent = agent
 
     async def run(
-        self, row: Any, client: MeteredClient, *, run_id: str | None, on_run: RunIdSink
+        self, row: Any, client: LLMClient, *, run_id: str | None, on_run: RunIdSink
     ) -> Any:
         agent = self.agent
-        context = CallContext(batch_id=client.batch_id)
+        context = client.context  # the batch (and the key, if any) the view stamps
         result = await agent.run(agent_prompt(row), client=client, deps=row, context=context)
         output = result.output
         return output.model_dump(mode="json") if isinstance(output, BaseModel) else output
@@ -202,7 +204,7 @@ class WorkflowItems:
         self.store = store
 
     async def run(
-        self, row: Any, client: MeteredClient, *, run_id: str | None, on_run: RunIdSink
+        self, row: Any, client: LLMClient, *, run_id: str | None, on_run: RunIdSink
     ) -> Any:
         runner = WorkflowRunner(self.workflow, self.store, client=client)
         if run_id is None:

@@ -41,7 +41,6 @@ from arbor.agents.workflow.registry import WorkflowRegistry
 from arbor.core.config import Settings
 from arbor.core.errors import ConfigError
 from arbor.core.ids import new_owner
-from arbor.llm.view import ClientView
 from arbor.runtime.executor import LiveProgress, StopReason
 from arbor.runtime.spec import BatchSpec
 from arbor.store.batches import BATCH_ACTIVE, BATCH_RUNNABLE, BatchRecord, BatchRepository
@@ -158,7 +157,7 @@ class BatchWorker:
                 key_id = BatchSpec.model_validate((await service.repo.get(batch_id)).spec).key_id
                 # Calls of a batch created with an API key count against that key, as they
                 # do when a server drives the batch itself.
-                client = opened if key_id is None else ClientView(opened, key_id=key_id)
+                client = opened.view(key_id=key_id)
                 executor = await service.executor(batch_id, client)
                 executor.owner = self.owner
                 concurrency = max(1, math.ceil(executor.options.concurrency * share))

@@ -45,7 +45,6 @@ from arbor.core.errors import (
 from arbor.core.ids import new_owner
 from arbor.core.logging import Redactor
 from arbor.llm.client import LLMClient
-from arbor.llm.view import for_key
 from arbor.runtime.run_leases import LeaseKeeper
 from arbor.store import RunRecord, RunStatus
 from arbor.store._util import utcnow
@@ -247,7 +246,7 @@ class RunManager:
     def _runner(
         self, wf: Workflow[Any], options: RunOptions, keeper: LeaseKeeper | None = None
     ) -> WorkflowRunner[Any]:
-        client = for_key(self.client, options.key_id) if self.client is not None else None
+        client = self.client.view(key_id=options.key_id) if self.client is not None else None
         plugins = [keeper] if keeper is not None else []
         return WorkflowRunner(wf, self.store, client=client, plugins=plugins)
 

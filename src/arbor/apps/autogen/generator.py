@@ -29,8 +29,8 @@ from arbor.apps.autogen.validate import extract_code, smoke_call, validate_sourc
 from arbor.core.errors import ArborError
 from arbor.llm.client import LLMClient
 from arbor.llm.tokens import tokenizer_for
-from arbor.llm.types import ChatRequest, Message, Usage
-from arbor.llm.view import ClientView
+from arbor.llm.types import ChatRequest, Message
+from arbor.llm.usage import UsageRecord
 from arbor.runtime.sandbox import SandboxUnavailableError
 
 __all__ = ["Generator", "ModuleRequest"]
@@ -47,18 +47,19 @@ class ModuleRequest:
     existing: CacheEntry | None = None
 
 
-class _Meter(ClientView):
-    """Sums the usage and cost of one module's calls."""
+class _Meter:
+    """Sums the usage and cost of one module's calls: ``client`` is the view of ``base``
+    they go through, stamped ``agent_id=autogen:<module>``, that reports each one here."""
 
     def __init__(self, base: LLMClient, module: str) -> None:
-        super().__init__(base, agent_id=f"autogen:{module}")
         self.usage = ModuleUsage()
+        self.client = base.view(agent_id=f"autogen:{module}", on_usage=self._observe)
 
-    def _observe(self, usage: Usage, cost_usd: float) -> None:
+    def _observe(self, record: UsageRecord) -> None:
         self.usage.calls += 1
-        self.usage.input_tokens += usage.input_tokens
-        self.usage.output_tokens += usage.output_tokens
-        self.usage.cost_usd += cost_usd
+        self.usage.input_tokens += record.input_tokens
+        self.usage.output_tokens += record.output_tokens
+        self.usage.cost_usd += record.cost_usd
 
 
 class Generator:
@@ -129,7 +130,7 @@ class Generator:
                 cache=False,
             )
             try:
-                reply = await meter.complete(req)
+                reply = await meter.client.complete(req)
             except ArborError as exc:
                 raise AutogenImportError(
                     request.module, names, f"the model call failed: {exc}", attempts=attempt
