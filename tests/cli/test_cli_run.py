@@ -14,9 +14,9 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from arbor.agents.workflow import NodeContext
 from arbor.agents.workflow.graph import END, Workflow
 from arbor.agents.workflow.registry import WorkflowRegistry
-from arbor.agents.workflow.runner import NodeContext
 from arbor.cli.main import app
 from arbor.testing.mock_upstream import spawn_mock_upstream
 

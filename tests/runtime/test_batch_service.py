@@ -15,8 +15,8 @@ import pytest
 from _batch_helpers import MakeService, write_jsonl
 from pydantic import BaseModel
 
+from arbor.agents.workflow import NodeContext
 from arbor.agents.workflow.graph import END, Workflow
-from arbor.agents.workflow.runner import NodeContext
 from arbor.core.errors import NotFoundError
 from arbor.llm.types import ChatRequest, Message
 from arbor.runtime import BatchConflictError, BatchService, BatchSpec, TemplateSyntaxError

@@ -23,10 +23,7 @@ from pydantic import BaseModel
 
 from arbor.agents import _loop, _templates
 from arbor.agents.errors import (
-    AgentError,
     InstructionsError,
-    MaxStepsExceededError,
-    OutputValidationError,
 )
 from arbor.agents.memory import Memory, MemoryPolicy, Summarizer
 from arbor.agents.plugins import NO_HOOKS, Hooks, Plugin
@@ -34,31 +31,13 @@ from arbor.agents.results import (
     AgentEvent,
     AgentResult,
     EventCallback,
-    RunFinished,
-    TextDelta,
-    ToolCallFinished,
-    ToolCallRecord,
-    ToolCallStarted,
 )
 from arbor.agents.tools import Tool
 from arbor.core.ids import new_id
 from arbor.llm.client import LLMClient
 from arbor.llm.types import CallContext, ChatRequest, ChatResponse, Message
 
-__all__ = [
-    "Agent",
-    "AgentError",
-    "AgentEvent",
-    "AgentResult",
-    "InstructionsError",
-    "MaxStepsExceededError",
-    "OutputValidationError",
-    "RunFinished",
-    "TextDelta",
-    "ToolCallFinished",
-    "ToolCallRecord",
-    "ToolCallStarted",
-]
+__all__ = ["SUMMARIZE", "Agent"]
 
 OutputT = TypeVar("OutputT")
 

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from arbor.agents.agent import Agent, InstructionsError
+from arbor.agents.agent import Agent
+from arbor.agents.errors import InstructionsError
 from arbor.agents.memory import MemoryPolicy
 from arbor.agents.roles import ROLE_NAMES, ROLES, RoleRenderer, RoleTemplateError, get_role
 from arbor.agents.tools import Tool

@@ -20,7 +20,8 @@ from arbor.core.config import Settings
 from arbor.llm.types import ChatRequest, ChatResponse
 
 if TYPE_CHECKING:
-    from arbor.agents.workflow.runner import NodeContext, RunResult
+    from arbor.agents.workflow.context import NodeContext
+    from arbor.agents.workflow.runner import RunResult
 
 __all__ = ["run_agentic"]
 

@@ -27,9 +27,10 @@ from arbor.core.config import Settings
 from arbor.core.errors import ArborError, ConfigError, NotFoundError
 
 if TYPE_CHECKING:  # the runner pulls in agents, the store and SDKs: loaded only when running
+    from arbor.agents.workflow.context import NodeContext
     from arbor.agents.workflow.graph import Workflow
     from arbor.agents.workflow.registry import WorkflowRegistry
-    from arbor.agents.workflow.runner import NodeContext, RunResult
+    from arbor.agents.workflow.runner import RunResult
     from arbor.agents.workflow.sql import SQLCheckpointStore
 
 __all__ = ["execute_run", "load_workflow", "parse_input", "run", "workflow_registry"]

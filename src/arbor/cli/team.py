@@ -39,7 +39,7 @@ from arbor.core.config import Settings
 from arbor.core.errors import ArborError, NotFoundError
 
 if TYPE_CHECKING:
-    from arbor.agents.workflow.runner import NodeContext
+    from arbor.agents.workflow.context import NodeContext
 
 __all__ = ["ROLE_OF_NODE", "TeamView", "team", "workspace"]
 

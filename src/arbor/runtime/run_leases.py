@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from arbor.agents.workflow.runner import NodeContext
+from arbor.agents.workflow.context import NodeContext
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.store.run_leases import RunLeases
 from arbor.store.runs import TERMINAL_STATUSES

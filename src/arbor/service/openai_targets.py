@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from arbor.agents.agent import Agent, AgentError, InstructionsError, RunFinished, TextDelta
+from arbor.agents import Agent, AgentError, InstructionsError, RunFinished, TextDelta
 from arbor.agents.definitions import AgentDefinition, RoleAgent
 from arbor.agents.memory import Memory
 from arbor.agents.supervision import Supervisor

@@ -39,7 +39,7 @@ from arbor.llm.types import CallContext, ChatRequest, ChatResponse
 if TYPE_CHECKING:
     from arbor.agents.supervision import Supervisor
 
-__all__ = ["NodeContext", "NodePlugin", "RunResult", "WorkflowRunner"]
+__all__ = ["NodePlugin", "RunResult", "WorkflowRunner"]
 
 StateT = TypeVar("StateT", bound=BaseModel)
 T = TypeVar("T")

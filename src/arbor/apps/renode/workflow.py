@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from arbor.agents.agent import Agent, AgentError
+from arbor.agents import Agent, AgentError
 from arbor.agents.plugins import HookContext, Plugin
 from arbor.agents.roles import render_instructions
 from arbor.agents.roles.outputs import Review

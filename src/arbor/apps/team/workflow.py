@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from arbor.agents.agent import AgentResult, OutputValidationError
+from arbor.agents import AgentResult, OutputValidationError
 from arbor.agents.definitions import RoleAgent
 from arbor.agents.plugins import HookContext, Plugin
 from arbor.agents.roles.outputs import (
@@ -39,9 +39,9 @@ from arbor.agents.roles.outputs import (
     Requirements,
     TestSuite,
 )
+from arbor.agents.workflow import NodeContext
 from arbor.agents.workflow.checkpoints import RunEvent
 from arbor.agents.workflow.graph import END, NodeFn, Workflow
-from arbor.agents.workflow.runner import NodeContext
 from arbor.apps.team.files import allowed_for, fenced_files, render_files
 from arbor.apps.team.state import (
     MAX_ITERATIONS,

@@ -31,7 +31,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response, StreamingResponse
 
-from arbor.agents.agent import AgentError
+from arbor.agents import AgentError
 from arbor.agents.workflow.registry import WorkflowRegistry
 from arbor.core.errors import ArborError, ConfigError, ProviderHTTPError, UnknownModelError
 from arbor.core.ids import new_id
