@@ -331,7 +331,9 @@ async def test_fault_hang_releases_when_client_leaves_and_on_stop() -> None:
         assert await eventually(lambda: mock.in_flight == 1)
         start = time.perf_counter()
         await mock.stop()  # does not wait for the hanging request
-        assert time.perf_counter() - start < 0.5
+        # Waiting for it would last the server's whole 1 s shutdown timeout: anything shorter
+        # shows the cut, with as much slack as a loaded machine can be given.
+        assert time.perf_counter() - start < 0.9
         with pytest.raises(aiohttp.ClientError):
             await pending
 
