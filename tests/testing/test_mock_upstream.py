@@ -58,7 +58,7 @@ async def stream_events(http: aiohttp.ClientSession, url: str, payload: Any) -> 
         return sse_events(await r.read())
 
 
-async def eventually(condition: Callable[[], bool], seconds: float = 2.0) -> bool:
+async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     for _ in range(int(seconds / 0.01)):
         if condition():
             return True
