@@ -338,6 +338,28 @@ async def test_fault_hang_releases_when_client_leaves_and_on_stop() -> None:
             await pending
 
 
+async def test_held_replies_wait_for_release_and_stop_lets_them_go(
+    mock: MockUpstream, http: aiohttp.ClientSession
+) -> None:
+    url = mock.url + "/chat/completions"
+    mock.hold()
+    held = [asyncio.ensure_future(post(http, url, chat())) for _ in range(2)]
+    embedding = asyncio.ensure_future(
+        post(http, mock.url + "/embeddings", {"model": "mock-embedding", "input": "x"})
+    )
+    assert await eventually(lambda: mock.in_flight == 3)
+    await asyncio.sleep(0.1)  # (a held reply would come back meanwhile)
+    assert not any(f.done() for f in [*held, embedding])
+    mock.release()
+    assert [(await f)[0] for f in [*held, embedding]] == [200, 200, 200]
+    assert (await post(http, url, chat()))[0] == 200  # released: no longer holding
+    mock.hold()
+    last = asyncio.ensure_future(post(http, url, chat()))
+    assert await eventually(lambda: mock.in_flight == 1)
+    await mock.stop()  # a stop answers what was held
+    assert (await last)[0] == 200
+
+
 async def test_faults_follow_the_seed_and_reset_reseeds(http: aiohttp.ClientSession) -> None:
     config = MockConfig(fail_rate=0.5, fail_mode="500", seed=7)
     rng = random.Random(7)
