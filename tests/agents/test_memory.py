@@ -99,11 +99,12 @@ def test_ten_thousand_turns_stay_within_bounds_in_constant_time_per_add() -> Non
     memory.add(Message.system("You are terse."))
 
     def timed(turns: range) -> float:
-        started = time.perf_counter()
+        """CPU seconds of this thread: what the adds cost, whatever else the machine runs."""
+        started = time.thread_time()
         for i in turns:
             _turn(memory, i, tools=i % 3)
             assert memory.message_count <= 40 and memory.token_count <= 600
-        return time.perf_counter() - started
+        return time.thread_time() - started
 
     first = timed(range(1_000))
     timed(range(1_000, 9_000))

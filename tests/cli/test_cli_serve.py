@@ -9,8 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,7 +53,17 @@ def upstream() -> Iterator[str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: str) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+def chat_upstream() -> Iterator[str]:
+    """The same, for the chat calls alone (provider ``chat``): its request count tells when
+    they reached it, apart from the run's calls."""
+    with spawn_mock_upstream(latency_ms=1500, chunks=6, chunk_delay_ms=300) as url:
+        yield url
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, upstream: str, chat_upstream: str
+) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     port = _free_port()
     env = {
         **os.environ,
@@ -60,6 +71,8 @@ def server(tmp_path: Path, upstream: str) -> Iterator[tuple[str, subprocess.Pope
         "ARBOR_ADMIN_KEY": ADMIN,
         "ARBOR_PROVIDERS__MOCK__BASE_URL": upstream,
         "ARBOR_PROVIDERS__MOCK__API_KEY": "sk-mock-0000000000",
+        "ARBOR_PROVIDERS__CHAT__BASE_URL": chat_upstream,
+        "ARBOR_PROVIDERS__CHAT__API_KEY": "sk-mock-0000000000",
         "ARBOR_DEFAULT_MODEL": "mock:mock-1",
         "ARBOR_LLM__CACHE__ENABLED": "false",
         "ARBOR_SERVICE__SHUTDOWN_TIMEOUT": "20",
@@ -88,7 +101,7 @@ def server(tmp_path: Path, upstream: str) -> Iterator[tuple[str, subprocess.Pope
 
 def _chat(base: str, *, stream: bool) -> tuple[int, str]:
     body = {
-        "model": "mock:mock-1",
+        "model": "chat:mock-1",
         "messages": [{"role": "user", "content": "hello"}],
         "stream": stream,
     }
@@ -100,9 +113,22 @@ def _chat(base: str, *, stream: bool) -> tuple[int, str]:
         return r.status_code, r.read().decode()
 
 
+def _requests_seen(upstream: str) -> int:
+    with httpx.Client(timeout=10) as client:
+        stats = client.get(upstream.removesuffix("/v1") + "/_stats").json()
+    return int(stats["requests"])
+
+
+def _until(condition: Callable[[], bool], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the requests never got under way"
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_serve_drains_in_flight_requests_and_streams_on_sigterm(
-    server: tuple[str, subprocess.Popen[str], Path],
+    server: tuple[str, subprocess.Popen[str], Path], chat_upstream: str
 ) -> None:
     base, proc, home = server
     _wait_healthy(base, proc)
@@ -116,11 +142,14 @@ def test_serve_drains_in_flight_requests_and_streams_on_sigterm(
     )
     assert run.status_code == 201, run.text
     run_id = run.json()["id"]
+    connected = threading.Event()
     with ThreadPoolExecutor(3) as pool:
         plain = pool.submit(_chat, base, stream=False)
         streamed = pool.submit(_chat, base, stream=True)
-        events = pool.submit(_events, base, run_id)
-        time.sleep(0.7)  # all are in flight, waiting on the upstream
+        events = pool.submit(_events, base, run_id, connected)
+        # All are in flight: both chats wait on their upstream (1.5 s), the stream is open.
+        _until(lambda: _requests_seen(chat_upstream) >= 2)
+        assert connected.wait(30), "the event stream never opened"
         sent_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         # A run's event stream follows the run for as long as it lasts: shutdown ends it.
@@ -144,16 +173,17 @@ def test_serve_drains_in_flight_requests_and_streams_on_sigterm(
     assert asyncio.run(_run_status(home / "arbor.db", run_id)) in ("pending", "running")
 
 
-def _events(base: str, run_id: str) -> tuple[int, str]:
+def _events(base: str, run_id: str, connected: threading.Event) -> tuple[int, str]:
     """The run's SSE stream until the server ends it: sse-starlette cuts the connection when
     the server shuts down (clients reconnect with Last-Event-ID), so the body may end
-    without the final chunk."""
+    without the final chunk. ``connected`` is set once the response has begun."""
     headers = {"Authorization": f"Bearer {ADMIN}"}
     received: list[str] = []
     with (
         httpx.Client(timeout=30.0) as client,
         client.stream("GET", f"{base}/v1/runs/{run_id}/events", headers=headers) as r,
     ):
+        connected.set()
         try:
             for text in r.iter_text():
                 received.append(text)

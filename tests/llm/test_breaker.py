@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -216,29 +218,39 @@ def test_snapshot_and_apply_share_state_between_two_registries() -> None:
     assert b_changes == [(KEY, "open"), (KEY, "half_open"), (KEY, "closed")]
 
 
+def _best_mean(call: Callable[[], object], n: int = 2_000, rounds: int = 5) -> float:
+    """Seconds per ``call``, in the fastest of ``rounds`` rounds: a loaded machine (CI runs
+    tests in parallel) slows some rounds, not what the code costs."""
+    means = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            call()
+        means.append((time.perf_counter() - start) / n)
+    return min(means)
+
+
 def test_rejecting_while_open_is_fast() -> None:
     registry, _ = make(FakeClock(), threshold=1, reset=60.0)
     trip(registry, 1)
-    n = 10_000
-    start = time.perf_counter()
-    for _ in range(n):
-        try:
+
+    def reject() -> None:
+        with contextlib.suppress(CircuitOpenError):
             registry.before_call(KEY)
-        except CircuitOpenError:
-            pass
-    mean = (time.perf_counter() - start) / n
+
+    mean = _best_mean(reject)
     assert mean < 50e-6, f"mean rejection {mean * 1e6:.2f} µs"
 
 
 def test_admitting_while_closed_is_fast() -> None:
     registry, _ = make(FakeClock())
     registry.record_failure(KEY, FAULT)  # the breaker exists and is closed
-    n = 10_000
-    start = time.perf_counter()
-    for _ in range(n):
+
+    def admit() -> None:
         registry.before_call(KEY)
         registry.record_success(KEY)
-    mean = (time.perf_counter() - start) / n
+
+    mean = _best_mean(admit)
     assert mean < 5e-6, f"mean closed before_call+record_success {mean * 1e6:.2f} µs"
 
 

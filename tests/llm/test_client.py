@@ -174,7 +174,7 @@ async def test_total_timeout_on_a_hung_model() -> None:
     start = loop.time()
     with pytest.raises(LLMTimeoutError):
         await client.complete(_req())
-    assert loop.time() - start < 0.2 + 0.5
+    assert loop.time() - start < 0.2 + 5  # slack for a loaded machine; the model hangs an hour
     await client.aclose()
     await asyncio.sleep(0)
     assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()

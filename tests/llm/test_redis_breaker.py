@@ -46,7 +46,7 @@ async def _replica(
         await redis.aclose()
 
 
-async def _until(check: Callable[[], bool], within: float = 2.0) -> float:
+async def _until(check: Callable[[], bool], within: float = 10.0) -> float:
     loop = asyncio.get_running_loop()
     start = loop.time()
     while not check():
@@ -70,7 +70,9 @@ async def test_an_open_on_one_replica_fails_fast_on_the_others(
             a.registry.record_failure(KEY, _fail())
         assert a.registry.state(KEY) == "open"
         took = await _until(lambda: b.registry.is_open(KEY) and c.registry.is_open(KEY))
-        assert took < 0.5
+        # Pub/sub, not a resubscription's read of the stored state (1 s retry): as much
+        # slack as a loaded machine can be given while telling the two apart.
+        assert took < 0.9
         with pytest.raises(CircuitOpenError) as info:
             b.registry.before_call(KEY)
         assert info.value.retry_after is not None and 25.0 < info.value.retry_after <= 30.0

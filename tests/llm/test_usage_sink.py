@@ -49,7 +49,10 @@ async def test_sink_keeps_records_when_a_write_fails(tmp_path: Path) -> None:
     repo.add_many = flaky  # type: ignore[method-assign]
     for i in range(10):
         sink.record(UsageRecord(provider="test", model="a", input_tokens=i))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(20):  # the background flush retries until the writes work
+        while len(await repo.records(limit=100)) < 10:  # noqa: ASYNC110 - a database
+            await asyncio.sleep(0.01)
+    assert failures == 2
     await sink.aclose()
     assert len(await repo.records(limit=100)) == 10
     with pytest.raises(RuntimeError):

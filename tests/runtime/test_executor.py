@@ -172,21 +172,31 @@ async def test_cancel_from_elsewhere_stops_the_executor(
 async def test_pause_from_elsewhere_drains_in_flight_items(
     make_service: MakeService, tmp_path: Path
 ) -> None:
-    gate = asyncio.Event()
+    gate, two_in_flight = asyncio.Event(), asyncio.Event()
+    calls = 0
 
     async def held(request: ChatRequest) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            two_in_flight.set()
         await gate.wait()
         return "ok"
 
     service = make_service({"test:f": FunctionModel(held)})
     data = write_jsonl(tmp_path / "d.jsonl", [{"q": i} for i in range(10)])
     batch = await service.create(data, _spec(concurrency=2, lease_seconds=1.5))
-    run = asyncio.create_task(service.run(batch.id))
-    await asyncio.sleep(0.3)
-    await service.pause(batch.id)
-    await asyncio.sleep(1.0)  # the heartbeat notices
-    gate.set()
-    final = await asyncio.wait_for(run, 10)
+    async with service.open_client(batch.id) as client:
+        executor = await service.executor(batch.id, client)
+        run = asyncio.create_task(executor.run())
+        await asyncio.wait_for(two_in_flight.wait(), 20)
+        await service.pause(batch.id)
+        async with asyncio.timeout(20):  # the heartbeat notices, however late under load
+            while executor.stop_reason is None:  # noqa: ASYNC110 - set by the heartbeat
+                await asyncio.sleep(0.02)
+        assert executor.stop_reason == "paused"
+        gate.set()
+        final = await asyncio.wait_for(run, 20)
     assert (final.status, final.paused_reason) == ("paused", "user")
     assert final.progress is not None
     assert final.progress.succeeded == 2 and final.progress.pending == 8
@@ -197,7 +207,9 @@ async def test_an_expired_lease_is_reclaimed_and_the_dead_holder_is_fenced(
 ) -> None:
     service = make_service({"test:f": FunctionModel(_echo)})
     data = write_jsonl(tmp_path / "d.jsonl", [{"q": i} for i in range(6)])
-    batch = await service.create(data, _spec(lease_seconds=0.3))
+    # The live executor's own leases (30 s) cannot run out however slowly it goes under
+    # load (it would then claim its own items again and count a second attempt).
+    batch = await service.create(data, _spec(lease_seconds=30))
     # An executor that claimed three items and died: its leases run out.
     dead = await service.repo.claim(batch.id, "dead-host:1:x", 3, 0.3)
     assert [c.item for c in dead] == [0, 1, 2]

@@ -26,6 +26,7 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.redis,
     pytest.mark.xdist_group("ray"),  # one worker runs the Ray modules, one cluster at a time
+    pytest.mark.timeout(600),  # ~3 min with two CPU burners beside it on 2 cores
     # Ray's in-process head leaves its client server's log file to the garbage collector.
     pytest.mark.filterwarnings(
         r"ignore:Exception ignored in.*ray_client_server:pytest.PytestUnraisableExceptionWarning"

@@ -259,13 +259,19 @@ async def test_watch_ends_on_cancel(database: Database) -> None:
         run_id = await manager.start("slow", {"task": "t"})
         await asyncio.wait_for(started.wait(), 30)
 
-        async def collect() -> list[str]:
-            return [e.type async for e in manager.watch(run_id)]
+        types: list[str] = []
 
-        watcher = asyncio.create_task(collect())
-        await asyncio.sleep(0.05)
+        async def follow() -> None:
+            async for event in manager.watch(run_id):
+                types.append(event.type)
+
+        stored = len(await manager.store.events(run_id))  # nothing more until the release
+        watcher = asyncio.create_task(follow())
+        async with asyncio.timeout(30):  # caught up with the stored events: now following
+            while len(types) < stored:  # noqa: ASYNC110 - the watcher's progress
+                await asyncio.sleep(0.01)
         await manager.cancel(run_id)
-        types = await asyncio.wait_for(watcher, 10)
+        await asyncio.wait_for(watcher, 30)
         assert types[-1] == "run_cancelled" and "node_finished" in types
     finally:
         await manager.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 
 from arbor.agents.workflow import END, NodeContext, Workflow
 from arbor.agents.workflow.sql import SQLCheckpointStore
+from arbor.core.clock import FakeClock
 from arbor.runtime.runs import RunManager
 from arbor.store import Database, RunRepository
 
@@ -65,6 +67,7 @@ async def second_db(db: Database) -> AsyncIterator[Database]:
 
 
 def _manager(db: Database, counting: Counting, **kwargs: Any) -> RunManager:
+    """A manager of the ``count`` workflow; ``kwargs`` go to :class:`RunManager`."""
     return RunManager(
         SQLCheckpointStore(db), None, workflows={"count": counting.workflow}, **kwargs
     )
@@ -106,8 +109,11 @@ async def test_two_managers_racing_resume_interrupted_drive_each_run_once(
 async def test_a_dead_owners_run_is_taken_over_after_its_lease_expires(
     db: Database, second_db: Database
 ) -> None:
+    """Both servers read one test clock: the lease runs out when the test moves it, not when
+    a loaded machine gets round to the next check."""
+    clock = FakeClock(wall=time.time())
     stuck, healthy = Counting(block=True), Counting()
-    dead = _manager(db, stuck, lease_seconds=0.6)
+    dead = _manager(db, stuck, lease_seconds=30, clock=clock)
     run_id = await dead.start("count", {"task": "t"})
     await asyncio.wait_for(stuck.entered.wait(), 10)
 
@@ -116,11 +122,16 @@ async def test_a_dead_owners_run_is_taken_over_after_its_lease_expires(
 
     dead.leases.release = _no_release  # type: ignore[method-assign]
     await dead.aclose()  # its task stops; the lease is left to expire, as after a kill -9
-    assert (await dead.leases.holder(run_id)).owner == dead.owner
+    left = await dead.leases.holder(run_id)
+    assert left.owner == dead.owner and left.held
 
-    alive = _manager(second_db, healthy, lease_seconds=0.6, sweep_seconds=0.1)
+    alive = _manager(second_db, healthy, lease_seconds=30, sweep_seconds=0.05, clock=clock)
     try:
         assert await alive.resume_interrupted() == []  # the lease still holds
+        clock.advance(29)
+        assert await alive.resume_interrupted() == []  # a second before it ends, still
+        assert not alive.active(run_id)
+        clock.advance(2)  # now it has expired: the periodic sweep takes the run over
         await _until(lambda: _status_is(db, run_id, "succeeded"))
     finally:
         await alive.aclose()
@@ -163,7 +174,7 @@ async def test_a_cancel_from_another_server_stops_a_blocked_driver_at_its_renewa
         run_id = await owner.start("count", {"task": "t"})
         await asyncio.wait_for(counting.entered.wait(), 10)
         await other.cancel(run_id)
-        await _until(lambda: _inactive(owner, run_id), within=5)
+        await _until(lambda: _inactive(owner, run_id))
         assert (await RunRepository(db).get(run_id)).status == "cancelled"
     finally:
         await owner.aclose()
@@ -243,10 +254,24 @@ async def test_the_periodic_sweep_leaves_runs_driven_without_a_lease_alone(
 ) -> None:
     """Like a batch's workflow item, running in another process without a lease."""
     manager = _manager(db, Counting(), sweep_seconds=0.05)
+    sweeps = 0
+    three_sweeps = asyncio.Event()
+    claimable = manager.leases.claimable
+
+    async def _counted(owner: str | None = None, *, unleased: bool = True) -> list[str]:
+        nonlocal sweeps
+        if not unleased:  # only the periodic sweep asks so
+            sweeps += 1
+            if sweeps > 3:  # the fourth begins: three whole sweeps are done
+                three_sweeps.set()
+        return await claimable(owner, unleased=unleased)
+
+    manager.leases.claimable = _counted  # type: ignore[method-assign]
     try:
         assert await manager.resume_interrupted() == []
         foreign = await RunRepository(db).create("count", {"task": "t"}, status="running")
-        await asyncio.sleep(0.3)  # several sweeps
+        sweeps = 0  # counted from here, however slowly a loaded machine runs them
+        await asyncio.wait_for(three_sweeps.wait(), 20)
         assert not manager.active(foreign.id)
         assert (await RunRepository(db).get(foreign.id)).status == "running"
     finally:

@@ -15,7 +15,7 @@ from arbor.service.context import ServiceContext
 PROBLEM = "application/problem+json"
 
 
-async def wait_done(http: httpx.AsyncClient, batch_id: str, within: float = 10.0) -> dict[str, Any]:
+async def wait_done(http: httpx.AsyncClient, batch_id: str, within: float = 30.0) -> dict[str, Any]:
     """Poll the batch until it leaves pending/running; returns its last detail."""
     deadline = asyncio.get_running_loop().time() + within
     while True:

@@ -51,7 +51,7 @@ def service_models(gate: Gate) -> dict[str, Model]:
     return {"test:echo": FunctionModel(gate.reply, name="gate")}
 
 
-async def until(predicate: Any, within: float = 5.0) -> None:
+async def until(predicate: Any, within: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition never held"

@@ -87,7 +87,7 @@ async def test_two_replicas_a_run_on_one_is_watched_live_on_the_other(
         replica_b.checkpoints.poll_interval = 3600.0  # only the Redis fan-out can be in time
         run_id = await replica_a.runs.start("slow", {})
         seen: list[str] = []
-        async with asyncio.timeout(5.0), aclosing(replica_b.runs.watch(run_id)) as events:
+        async with asyncio.timeout(20), aclosing(replica_b.runs.watch(run_id)) as events:
             async for event in events:
                 seen.append(event.type)
         assert seen.count("node_finished") == 3 and seen[-1] == "run_finished"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import openai
@@ -20,6 +20,7 @@ from arbor.agents.workflow.builtin import review_loop
 from arbor.llm.model import Model
 from arbor.runtime.runs import RunManager
 from arbor.service.context import ServiceContext
+from arbor.service.openai_wire import KEEPALIVE
 from arbor.service.routes import openai as openai_routes
 from arbor.store.agents import AgentRepository
 from arbor.testing import FunctionModel, ScriptedModel
@@ -281,10 +282,26 @@ async def test_a_quiet_workflow_stream_sends_keepalives(
 ) -> None:
     monkeypatch.setattr(openai_routes, "KEEPALIVE_SECONDS", 0.02)
     started, release = slow_gates
+    three_sent = asyncio.Event()
+    real = openai_routes.with_keepalive
+
+    async def counted(
+        frames: AsyncGenerator[bytes, None], interval: float
+    ) -> AsyncGenerator[bytes, None]:
+        sent = 0
+        async for frame in real(frames, interval):
+            if frame == KEEPALIVE:
+                sent += 1
+            if sent >= 3:
+                three_sent.set()
+            yield frame
+
+    monkeypatch.setattr(openai_routes, "with_keepalive", counted)
 
     async def release_later() -> None:
+        # The node finishes once three keep-alives went out, however slowly they come.
         await started.wait()
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(three_sent.wait(), 20)
         release.set()
 
     body = {"model": "workflow:slow", "messages": _user("wait a bit"), "stream": True}

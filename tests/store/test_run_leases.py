@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
 
+from arbor.core.clock import FakeClock
 from arbor.core.errors import NotFoundError
 from arbor.store import Database, RunRepository
 from arbor.store._util import utcnow
@@ -31,10 +33,16 @@ async def test_one_holder_at_a_time_until_release(db: Database) -> None:
 async def test_an_expired_lease_is_taken_over_and_its_old_holder_cannot_renew(
     db: Database,
 ) -> None:
-    runs, leases = RunRepository(db), RunLeases(db)
+    clock = FakeClock(wall=time.time())  # the lease ends when the test says, not the load
+    runs, leases = RunRepository(db), RunLeases(db, clock)
     run = await runs.create("wf", {}, status="running")
-    assert await leases.acquire(run.id, "dead", 0.05)
-    await asyncio.sleep(0.1)
+    assert await leases.acquire(run.id, "dead", 30)
+    clock.advance(29)
+    assert await leases.claimable() == []
+    assert not await leases.acquire(run.id, "alive", 30)
+    assert (await leases.holder(run.id)).held
+    clock.advance(2)
+    assert not (await leases.holder(run.id)).held
     assert await leases.claimable() == [run.id]
     assert await leases.acquire(run.id, "alive", 30)
     assert not await leases.renew(run.id, "dead", 30)

@@ -120,7 +120,11 @@ async def test_wal_checkpoints_run_on_the_worker_thread(
     run = await runs.create("w")
     for i in range(12):
         await runs.checkpoint(run.id, "n", {"i": i})
-        await asyncio.sleep(0.01)  # let a checkpoint finish before the next is due
+        # Let a checkpoint finish before the next is due (one still running is not doubled),
+        # however long the disk and the thread pool take under load.
+        async with asyncio.timeout(20):
+            while direct._wal_job is not None and not direct._wal_job.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
     # Inline commits never checkpoint themselves: that would wait on the disk on the loop.
     assert await direct.read(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()) == (0,)
     await direct.close()

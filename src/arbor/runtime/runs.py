@@ -35,6 +35,7 @@ from arbor.agents.workflow.graph import Workflow
 from arbor.agents.workflow.registry import WorkflowFactory, WorkflowRegistry
 from arbor.agents.workflow.runner import WorkflowRunner
 from arbor.agents.workflow.sql import SQLCheckpointStore
+from arbor.core.clock import Clock
 from arbor.core.errors import (
     ArborError,
     ConflictError,
@@ -47,7 +48,6 @@ from arbor.core.logging import Redactor
 from arbor.llm.client import LLMClient
 from arbor.runtime.run_leases import LeaseKeeper
 from arbor.store import RunRecord, RunStatus
-from arbor.store._util import utcnow
 from arbor.store.run_leases import RunLeases
 from arbor.store.runs import TERMINAL_STATUSES
 
@@ -103,7 +103,9 @@ class RunManager:
 
     A run is driven under a lease of ``lease_seconds`` held by ``owner`` (default: unique to
     this manager). With ``sweep_seconds``, :meth:`resume_interrupted` also starts a sweep
-    that repeats it every ``sweep_seconds``, taking over runs whose driver died.
+    that repeats it every ``sweep_seconds``, taking over runs whose driver died. ``clock``
+    tells the time leases are stamped with and checked against (default: the system's); the
+    renewals and sweeps still pace themselves in real time.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class RunManager:
         lease_seconds: float = 30.0,
         sweep_seconds: float | None = None,
         owner: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not lease_seconds > 0:
             raise ValueError(f"lease_seconds must be more than 0, not {lease_seconds}")
@@ -122,7 +125,7 @@ class RunManager:
             raise ValueError(f"sweep_seconds must be more than 0, not {sweep_seconds}")
         self.store = store
         self.client = client
-        self.leases = RunLeases(store.db)
+        self.leases = RunLeases(store.db, clock)
         self.owner = owner or new_owner()
         self.lease_seconds = lease_seconds
         self.sweep_seconds = sweep_seconds
@@ -165,7 +168,7 @@ class RunManager:
         options = RunOptions(model, key_id)
         self._runner(wf, options)  # checks the graph before anything is stored
         # Created already leased to this process: no sweep elsewhere can take it first.
-        lease = (self.owner, utcnow() + timedelta(seconds=self.lease_seconds))
+        lease = (self.owner, self.leases.now() + timedelta(seconds=self.lease_seconds))
         run = await self.store.runs.create(wf.name, state.model_dump(mode="json"), lease=lease)
         data = {"model": model, "key_id": key_id}
         await self.store.append_event(run.id, RunEvent(OPTIONS_EVENT, data=data))

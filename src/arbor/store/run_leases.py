@@ -10,20 +10,22 @@ another process then finds the run among :meth:`RunLeases.claimable` (if it is s
 ``pending``/``running``) and takes it over. A run that never had a lease (``lease_owner``
 NULL) is driven by something that does not take leases, or by nobody.
 
-Every method is one transaction and works the same on SQLite and PostgreSQL.
+Every method is one transaction and works the same on SQLite and PostgreSQL. The time a lease
+is stamped with and checked against comes from the :class:`~arbor.core.clock.Clock` given
+(the system's by default), so a test can let a lease run out without waiting for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 
+from arbor.core.clock import Clock, SystemClock
 from arbor.core.errors import NotFoundError
 from arbor.store._records import RESUMABLE_STATUSES, TERMINAL_STATUSES
-from arbor.store._util import utcnow
 from arbor.store.engine import Database
 from arbor.store.tables import RUN_STATUSES, BatchItemRow, RunRow
 
@@ -36,28 +38,31 @@ _HELD = tuple(s for s in RUN_STATUSES if s not in TERMINAL_STATUSES)
 
 @dataclass(frozen=True, slots=True)
 class LeaseHolder:
-    """Who last held a run's lease and until when (``owner`` None: never leased)."""
+    """Who last held a run's lease and until when (``owner`` None: never leased); ``held``:
+    whether the lease held (not released, not expired) when it was read."""
 
     owner: str | None
     expires_at: datetime | None
-
-    @property
-    def held(self) -> bool:
-        """Whether the lease holds right now (not released, not expired)."""
-        return self.expires_at is not None and self.expires_at > utcnow()
+    held: bool
 
 
 class RunLeases:
-    """Leases on ``runs`` rows (columns ``lease_owner``, ``lease_expires_at``)."""
+    """Leases on ``runs`` rows (columns ``lease_owner``, ``lease_expires_at``) in ``db``,
+    timed by ``clock`` (default: the system clock; its ``time()`` is the wall time)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self._db = db
+        self._clock = clock or SystemClock()
+
+    def now(self) -> datetime:
+        """The time leases are stamped with and checked against (UTC)."""
+        return datetime.fromtimestamp(self._clock.time(), UTC)
 
     async def acquire(self, run_id: str, owner: str, seconds: float) -> bool:
         """Take (or extend) the lease for ``seconds`` if it is free, expired or ``owner``'s
         and the run is unfinished; False otherwise. NotFoundError for an unknown run."""
         _check(owner, seconds)
-        now = utcnow()
+        now = self.now()
         free = or_(
             RunRow.lease_owner.is_(None),
             RunRow.lease_expires_at.is_(None),
@@ -79,7 +84,7 @@ class RunLeases:
         _check(owner, seconds)
         return await self._set(
             and_(RunRow.id == run_id, RunRow.lease_owner == owner, RunRow.status.in_(_HELD)),
-            lease_expires_at=utcnow() + timedelta(seconds=seconds),
+            lease_expires_at=self.now() + timedelta(seconds=seconds),
         )
 
     async def release(self, run_id: str, owner: str) -> bool:
@@ -87,7 +92,7 @@ class RunLeases:
         holds it): an unfinished run is then free for any process's sweep."""
         return await self._set(
             and_(RunRow.id == run_id, RunRow.lease_owner == owner),
-            lease_expires_at=utcnow(),
+            lease_expires_at=self.now(),
         )
 
     async def holder(self, run_id: str) -> LeaseHolder:
@@ -97,7 +102,8 @@ class RunLeases:
             row = (await session.execute(query)).first()
         if row is None:
             raise NotFoundError(f"run {run_id!r} not found")
-        return LeaseHolder(row[0], row[1])
+        owner, expires_at = row[0], row[1]
+        return LeaseHolder(owner, expires_at, expires_at is not None and expires_at > self.now())
 
     async def claimable(self, owner: str | None = None, *, unleased: bool = True) -> list[str]:
         """Ids of ``pending``/``running`` runs nobody holds, oldest first: their lease
@@ -107,7 +113,7 @@ class RunLeases:
         Runs driven without leases (a batch's workflow items, ``arbor run``) look unleased
         while they run: a periodic sweep passes ``unleased=False`` and leaves them alone.
         A batch item's run is never claimable: whoever holds the item's lease drives it."""
-        now = utcnow()
+        now = self.now()
         free = [and_(RunRow.lease_owner.is_not(None), RunRow.lease_expires_at <= now)]
         if unleased:
             free.append(RunRow.lease_owner.is_(None))

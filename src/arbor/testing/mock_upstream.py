@@ -18,6 +18,10 @@ OpenAI's "request too large"); over → 429 with ``Retry-After`` and ``x-ratelim
 Faults hit the N-th completion/embeddings request when the N-th draw of the seeded RNG is below
 ``fail_rate``; the mode decides what the client sees.
 
+In-process, :meth:`MockUpstream.hold` keeps every reply waiting until
+:meth:`MockUpstream.release`, so a test can keep work in flight for as long as it needs
+instead of betting that a fixed latency outlasts a loaded machine.
+
 Run it as ``arbor mock-upstream``, ``python -m arbor.testing.mock_upstream``, in-process with
 ``async with MockUpstream(MockConfig(port=0)) as mock``, or in a subprocess with
 ``with spawn_mock_upstream(chunks=16) as base_url``.
@@ -175,6 +179,8 @@ class MockUpstream:
         self._runner: web.ServerRunner | None = None
         self._port = 0
         self._closing = asyncio.Event()
+        self._released = asyncio.Event()
+        self._released.set()
         self._in_flight = 0
         self._seq = 0
         self._requests = 0
@@ -201,6 +207,9 @@ class MockUpstream:
         if self._runner is not None:
             raise RuntimeError("MockUpstream is already started")
         self._closing = asyncio.Event()
+        held, self._released = not self._released.is_set(), asyncio.Event()  # this loop's
+        if not held:
+            self._released.set()
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
@@ -218,7 +227,17 @@ class MockUpstream:
         runner, self._runner = self._runner, None
         if runner is not None:
             self._closing.set()
+            self._released.set()
             await runner.cleanup()
+
+    def hold(self) -> None:
+        """Keep completion and embeddings replies waiting (after their latency) until
+        :meth:`release`; a client that hangs up meanwhile cancels its request as usual."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Answer the held requests and stop holding new ones."""
+        self._released.set()
 
     async def __aenter__(self) -> MockUpstream:
         await self.start()
@@ -328,6 +347,7 @@ class MockUpstream:
             return await self._fault(request, plan if isinstance(plan, ChatPlan) else None)
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
+        await self._released.wait()
         if isinstance(plan, ErrorReply):
             self._count(str(plan.status))
             return _error(plan, headers)
@@ -350,6 +370,7 @@ class MockUpstream:
             return await self._fault(request, None)
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
+        await self._released.wait()
         if isinstance(plan, ErrorReply):
             self._count(str(plan.status))
             return _error(plan, headers)

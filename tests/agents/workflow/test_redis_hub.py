@@ -49,7 +49,9 @@ async def test_a_watcher_on_another_replica_sees_events_without_the_poll(
                     arrivals.append((event.type, loop.time()))
 
         watcher = asyncio.create_task(watch())
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(20):  # subscribed, however slowly
+            while hub_b.watchers() < 1:  # noqa: ASYNC110 - no "subscribed" event
+                await asyncio.sleep(0.01)
         sent: list[float] = []
         for event in (RunEvent("node_started", "a"), RunEvent("node_finished", "a")):
             sent.append(loop.time())
@@ -57,11 +59,11 @@ async def test_a_watcher_on_another_replica_sees_events_without_the_poll(
             await asyncio.sleep(0.05)
         sent.append(loop.time())
         await replica_a.append_event(run_id, RunEvent("run_finished", data={"status": "ok"}))
-        async with asyncio.timeout(3.0):
+        async with asyncio.timeout(20):
             await watcher
         assert [t for t, _ in arrivals] == ["node_started", "node_finished", "run_finished"]
         delays = [at - s for (_, at), s in zip(arrivals, sent, strict=True)]
-        assert max(delays) < 0.5, delays
+        assert max(delays) < 5, delays  # slack for a loaded machine; the poll is an hour
         assert hub_b.watchers() == 0
 
 
@@ -76,7 +78,7 @@ async def test_messages_from_elsewhere_reach_only_watched_runs_and_bad_ones_are_
             await other.publish(channel, b"not json")
             await other.publish(channel, b'{"origin":"x","run_id":"r2","events":[["a",null,{},1]]}')
             await other.publish(channel, b'{"origin":"x","run_id":"r1","events":[["b",null,{},7]]}')
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(20):
                 await sub.wake.wait()
             assert [(e.type, e.seq) for e in sub.take() or []] == [("b", 7)]
         finally:

@@ -514,7 +514,8 @@ async def test_total_timeout_on_a_hung_server_leaks_nothing(
     started = time.monotonic()
     with pytest.raises(LLMTimeoutError) as err:
         await model.complete(req())
-    assert time.monotonic() - started < 0.3 + 0.5
+    # Slack for a loaded machine; far below the 30 s read timeout that would end it otherwise.
+    assert time.monotonic() - started < 0.3 + 5
     assert err.value.phase == "total"
     await asyncio.sleep(0)
     assert client_tasks(upstream) - before == set()
@@ -529,7 +530,8 @@ async def test_total_timeout_covers_a_stream(upstream: Upstream, make: Factory) 
     with pytest.raises(LLMTimeoutError) as err:
         await collect(make(total=0.3, stream_idle=5), req())
     assert err.value.phase == "total"
-    assert time.monotonic() - started < 0.3 + 0.5
+    # Slack for a loaded machine; below the 5 s the whole stream takes.
+    assert time.monotonic() - started < 0.3 + 3
 
 
 async def test_stream_idle_timeout(upstream: Upstream, make: Factory) -> None:
@@ -550,7 +552,8 @@ async def test_stream_idle_timeout(upstream: Upstream, make: Factory) -> None:
             got.append(c.content)
     assert err.value.phase == "stream_idle"
     assert got == ["first"]
-    assert time.monotonic() - started < 0.2 + 0.5
+    # Slack for a loaded machine; far below the 10 s total timeout.
+    assert time.monotonic() - started < 0.2 + 5
     await asyncio.sleep(0)
     assert client_tasks(upstream) - before == set()
 
@@ -596,7 +599,7 @@ async def test_early_exit_closes_the_response(upstream: Upstream, make: Factory)
         if c.content:
             break
     await stream.aclose()  # type: ignore[attr-defined]
-    await asyncio.wait_for(closed.wait(), 2)
+    await asyncio.wait_for(closed.wait(), 8)  # the stream itself would last 10 s
     assert sent < 1000
     assert client_tasks(upstream) - before == set()
 

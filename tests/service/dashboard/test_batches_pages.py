@@ -28,7 +28,8 @@ async def _finished(ctx: ServiceContext, rows: list[NewItem]) -> BatchRecord:
     manager = _manager(ctx)
     spec = BatchSpec(kind="template", template="Say {{ w }}")
     record = await manager.create(rows, spec, name="words")
-    for _ in range(200):
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
         record = await manager.repo.get(record.id, progress=True)
         if record.status not in ("pending", "running"):
             return record
