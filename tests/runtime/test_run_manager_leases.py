@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from _workflows import gate
 from pydantic import BaseModel
 
+from _workflows import gate
 from arbor.agents.workflow import END, NodeContext, Workflow
 from arbor.agents.workflow.sql import SQLCheckpointStore
 from arbor.core.clock import FakeClock

@@ -11,10 +11,10 @@ from typing import Any
 import openai
 import pytest
 from _openai import APPROVE, async_sdk, echo_or_review
-from _workflows import gate, slow
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from _workflows import gate, slow
 from arbor.agents.workflow import END, NodeContext, RunEvent, Workflow
 from arbor.agents.workflow.builtin import review_loop
 from arbor.llm.model import Model
