@@ -57,8 +57,7 @@ async def test_waiters_that_took_a_slot_before_a_429_queue_again() -> None:
     await paced.acquire("m", limits, 1)
     waiter = asyncio.create_task(paced.acquire("m", limits, 1))  # slot at +1 s
     await asyncio.sleep(0)
-    paced._generation["m"] = 1  # a 429 arrived while it waited
-    paced._next["m"] = clock.monotonic() + 5.0
+    await paced.penalize("m", 5.0)  # a 429 arrived while it waited
     await waiter
     assert clock.monotonic() >= 1000.0 + 5.0
 
@@ -148,6 +147,40 @@ async def test_a_quota_hold_restarts_the_pace_instead_of_releasing_a_burst() -> 
     assert admitted[0] >= 1.0 - 1e-6
     gaps = [b - a for a, b in itertools.pairwise(admitted)]
     assert all(g >= 0.1 - 0.005 - 1e-9 for g in gaps), admitted
+
+
+async def test_waiters_queued_behind_a_hold_take_one_slot_each() -> None:
+    """Only slots taken before the restart are void: the waiters still queued when the hold
+    arrives go once each, one interval apart after it (they used to take two slots each,
+    which halved the rate of a batch whose upstream held every second)."""
+    clock = FakeClock()
+    paced = PacedRateLimiter(InMemoryRateLimiter(clock), clock, margin=0.0)
+    limits = ModelLimits(rpm=600)  # one every 0.1 s
+    start = clock.monotonic()
+    admitted: list[float] = []
+    taken = 0
+    take = paced._take_slot
+
+    async def counting(key: str, rpm: int) -> float:
+        nonlocal taken
+        taken += 1
+        return await take(key, rpm)
+
+    paced._take_slot = counting  # type: ignore[method-assign]
+
+    async def one() -> None:
+        await paced.acquire("m", limits, 1)
+        admitted.append(round(clock.monotonic() - start, 6))
+
+    waiters = [asyncio.create_task(one()) for _ in range(10)]
+    while len(admitted) < 3:
+        await asyncio.sleep(0)
+    # At 0.2 s the upstream is full until 0.7 s; the seven waiters still queued go at the
+    # restart, one interval apart, one slot each.
+    await paced.adapt("m", Adaptation(requests_left=0, requests_reset=0.5))
+    await asyncio.gather(*waiters)
+    assert taken == 10, admitted
+    assert admitted[3:] == pytest.approx([0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3], abs=0.01)
 
 
 async def test_a_share_paces_one_of_several_executors_at_its_part_of_the_rate() -> None:

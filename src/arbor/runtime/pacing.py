@@ -51,7 +51,8 @@ class PacedRateLimiter(RateLimiter):
         self._clock = clock
         self._margin = margin
         self._next: dict[str, float] = {}
-        self._generation: dict[str, int] = {}  # bumped by every penalize
+        #: Slots taken before this time are void (a 429 or a quota hold restarted the pace).
+        self._void_before: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._cap_rpm: dict[str, int] = {}  # the upstream's rpm where below the configured
 
@@ -67,22 +68,23 @@ class PacedRateLimiter(RateLimiter):
     async def acquire(self, key: str, limits: ModelLimits, tokens: int) -> Reservation:
         if limits.rpm is None:
             return await self.inner.acquire(key, limits, tokens)
-        generation = self._generation.get(key, 0)
-        await self._take_slot(key, limits.rpm)
+        taken = await self._take_slot(key, limits.rpm)
         reservation = await self.inner.acquire(key, limits, tokens)
-        # A 429 while we waited voided every slot handed out before it (they would all fire
-        # the moment the hold ends): queue again behind the hold.
-        while self._generation.get(key, 0) != generation:
-            generation = self._generation.get(key, 0)
+        # A 429 or a quota hold voids the slots handed out before the schedule's restart
+        # (they would all fire the moment the hold ends): queue again behind it. Slots
+        # taken after the restart stand; voiding those too made every waiter queued behind
+        # a hold take two slots (half the rate, seen in the rpm-saturation test).
+        while taken < self._void_before.get(key, float("-inf")):
             try:
-                await self._take_slot(key, limits.rpm)
+                taken = await self._take_slot(key, limits.rpm)
             except BaseException:
                 await self.inner.reconcile(reservation, 0)
                 raise
         return reservation
 
-    async def _take_slot(self, key: str, rpm: int) -> None:
-        """Wait for the key's next slot, one waiter at a time (FIFO). A waiter woken late
+    async def _take_slot(self, key: str, rpm: int) -> float:
+        """Wait for the key's next slot, one waiter at a time (FIFO); returns when it was
+        taken (the clock's monotonic time). A waiter woken late
         (the loop was busy) moves the schedule with it instead of letting the ones behind
         catch up in a burst; lateness under ``_ABSORB`` is absorbed so timer overshoot does
         not slow the pace."""
@@ -99,6 +101,7 @@ class PacedRateLimiter(RateLimiter):
             # max(): a 429 while this waiter slept may have pushed the schedule further.
             ahead = max(slot, woke - _ABSORB) + interval
             self._next[key] = max(self._next.get(key, ahead), ahead)
+            return woke
 
     async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         await self.inner.reconcile(reservation, actual_tokens)
@@ -106,8 +109,7 @@ class PacedRateLimiter(RateLimiter):
     async def penalize(self, key: str, retry_after: float | None) -> None:
         await self.inner.penalize(key, retry_after)
         hold = retry_after if retry_after is not None and retry_after > 0 else 0.0
-        self._next[key] = self._clock.monotonic() + hold
-        self._generation[key] = self._generation.get(key, 0) + 1
+        self._restart(key, self._clock.monotonic() + hold, force=True)
 
     async def adapt(self, key: str, adaptation: Adaptation) -> None:
         await self.inner.adapt(key, adaptation)
@@ -118,9 +120,14 @@ class PacedRateLimiter(RateLimiter):
             # Otherwise every waiter paced during the hold fires the moment it ends, fills
             # the upstream's next window at once and runs into the next hold (seen in
             # `arbor bench batch`: holds of 0.8-0.96 s each second, then 429s).
-            self._next[key] = max(self._next.get(key, 0.0), self._clock.monotonic() + hold)
-            self._generation[key] = self._generation.get(key, 0) + 1
+            self._restart(key, self._clock.monotonic() + hold)
         if adaptation.cap_rpm is None:
             self._cap_rpm.pop(key, None)
         else:
             self._cap_rpm[key] = adaptation.cap_rpm
+
+    def _restart(self, key: str, at: float, *, force: bool = False) -> None:
+        """The pace of ``key`` starts again at ``at``; slots taken before then are void.
+        ``force`` (a 429) moves the schedule there even if it was already later."""
+        self._next[key] = at if force else max(self._next.get(key, at), at)
+        self._void_before[key] = max(self._void_before.get(key, at), at)
