@@ -168,13 +168,16 @@ async def test_waiters_queued_behind_a_hold_take_one_slot_each() -> None:
 
     paced._take_slot = counting  # type: ignore[method-assign]
 
+    third = asyncio.Event()
+
     async def one() -> None:
         await paced.acquire("m", limits, 1)
         admitted.append(round(clock.monotonic() - start, 6))
+        if len(admitted) == 3:
+            third.set()
 
     waiters = [asyncio.create_task(one()) for _ in range(10)]
-    while len(admitted) < 3:
-        await asyncio.sleep(0)
+    await third.wait()
     # At 0.2 s the upstream is full until 0.7 s; the seven waiters still queued go at the
     # restart, one interval apart, one slot each.
     await paced.adapt("m", Adaptation(requests_left=0, requests_reset=0.5))
