@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from _workflows import review_reply
 from test_batches_api import wait_done
 
+from _workflows import review_reply
 from arbor.llm.model import Model
 from arbor.store import Database, RunRepository, migrate
 from arbor.store.batches import BatchRepository, NewItem

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from _workflows import gate, review_reply, slow
 from fastapi import FastAPI
 
+from _workflows import gate, review_reply, slow
 from arbor.llm.model import Model
 from arbor.runtime.runs import OPTIONS_EVENT, RunManager
 from arbor.service.context import ServiceContext

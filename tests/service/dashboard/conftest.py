@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from _pages import Login, csrf_of, login_token_of
-from _workflows import gate
 from fastapi import FastAPI
 
+from _workflows import gate
 from arbor.core.config import Settings
 from arbor.llm.model import Model
 from arbor.service.context import ServiceContext, open_context

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from _workflows import gate, review_reply
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from _workflows import gate, review_reply
 from arbor.core.config import Settings, load_settings
 from arbor.llm.types import ChatRequest
 from arbor.service.app import create_app
